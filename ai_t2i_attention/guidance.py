@@ -1,0 +1,96 @@
+"""One guided step: move the noisy latent down the gradient of the attention loss.
+
+The host supplies `compute_terms(latent) -> dict[str, (B,)]`, which runs the guidance
+forward pass on a latent that requires grad and returns the loss terms. Everything
+here is plain torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+Terms = dict[str, torch.Tensor]
+
+
+@dataclass
+class StepReport:
+    """What happened at one guided step (floats are batch means)."""
+
+    step: int
+    step_size: float
+    iterations: int = 0
+    losses: dict[str, float] = field(default_factory=dict)  # before the first update
+    final_total: Optional[float] = None  # after the last update's forward (refinement only)
+    skipped: list[str] = field(default_factory=list)  # why an image's update was dropped
+
+    def line(self) -> str:
+        terms = " ".join(f"{k}={v:.4f}" for k, v in self.losses.items())
+        extra = f" iters={self.iterations}" if self.iterations > 1 else ""
+        skip = f" SKIPPED: {'; '.join(self.skipped)}" if self.skipped else ""
+        return f"step {self.step:3d} alpha={self.step_size:.2f} {terms}{extra}{skip}"
+
+
+def _finite_rows(t: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,) bool: every value of the image is finite."""
+    return torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+
+
+def gradient_step(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], Terms], step_size: float,
+                  report: StepReport) -> tuple[torch.Tensor, Terms]:
+    """z <- z - step_size * dL/dz for (B, C, H, W) latents, image by image guarded.
+
+    An image whose loss or gradient is not finite keeps its latent unchanged and the
+    reason goes into the report: a NaN never reaches the image.
+    """
+    # Samplers run under no_grad, and hosts may run under inference_mode: both are
+    # lifted for this step only. The latent is cloned out of inference mode first.
+    with torch.inference_mode(False), torch.enable_grad():
+        x = latent.detach().clone().float().requires_grad_(True)
+        terms = compute_terms(x if latent.dtype == torch.float32 else x.to(latent.dtype))
+        total = terms["total"]
+        ok = _finite_rows(total[:, None])
+        grad = torch.autograd.grad(torch.where(ok, total, torch.zeros_like(total)).sum(), x, allow_unused=True)[0]
+    if grad is None:
+        raise RuntimeError("the attention loss does not depend on the latent: no cross-attention layer was captured with gradients")
+    ok = ok & _finite_rows(grad)
+    for b in torch.nonzero(~ok).flatten().tolist():
+        report.skipped.append(f"image {b}: non-finite loss or gradient")
+    grad = torch.where(ok[:, None, None, None], grad, torch.zeros_like(grad))
+    updated = (x.detach() - step_size * grad).to(latent.dtype)
+    return updated, {k: v.detach() for k, v in terms.items()}
+
+
+def guided_update(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], Terms], step: int,
+                  step_size: float, threshold: Optional[float] = None, max_iters: int = 20,
+                  check_interrupt: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, StepReport]:
+    """The update of one guided step, with optional iterative refinement.
+
+    Always one scheduled gradient step. With a threshold (Attend-and-Excite refinement)
+    it is preceded by up to max_iters extra steps, applied only to the images whose
+    presence term is still above 1 - threshold. check_interrupt runs before every
+    forward pass, so a Cancel stops within one of them.
+    """
+    report = StepReport(step=step, step_size=step_size)
+    x = latent
+    if threshold is not None:
+        for _ in range(max_iters):
+            check_interrupt()
+            x_new, terms = gradient_step(x, compute_terms, step_size, report)
+            report.losses = report.losses or _means(terms)
+            need = terms["presence"] > 1.0 - threshold if "presence" in terms else torch.zeros_like(terms["total"], dtype=torch.bool)
+            if not bool(need.any()):
+                break
+            x = torch.where(need[:, None, None, None], x_new, x)
+            report.iterations += 1
+    check_interrupt()
+    x, terms = gradient_step(x, compute_terms, step_size, report)
+    report.losses = report.losses or _means(terms)
+    report.final_total = float(terms["total"].float().mean())
+    report.iterations += 1
+    return x, report
+
+
+def _means(terms: Terms) -> dict[str, float]:
+    return {k: float(v.float().mean()) for k, v in terms.items()}

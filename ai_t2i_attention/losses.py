@@ -1,0 +1,188 @@
+"""Loss terms on attention maps, and the registry of guidance losses.
+
+Every registered loss has one signature:
+
+    loss(maps: SubjectMaps, w: LossWeights) -> dict[str, Tensor]
+
+returning per-image terms of shape (B,) and their weighted sum under "total". Losses
+are pure functions of the maps: no state, no host objects.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .maps import SubjectMaps
+from .regions import centroid, find_regions
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights and shape constants. Defaults are the AI-T2I reference runs.
+
+    Radii are given for 16x16 maps (the reference level) and scale with the map side,
+    so a 32x32 SDXL map searches discs of the same relative size.
+    """
+
+    isolation: float = 2.0
+    aggregation: float = 1.25
+    presence: float = 0.25
+    attribute: float = 0.75
+    isolation_metric: str = "euclidean"  # or "cosine"
+    regions: int = 3
+    radius: float = 5.0
+    attribute_regions: int = 3
+    attribute_radius: float = 6.0
+
+    def scaled_radius(self, radius: float, side: int) -> float:
+        return radius * side / 16.0
+
+
+def _diagonal(h: int, w: int) -> float:
+    return math.sqrt((h - 1) ** 2 + (w - 1) ** 2)
+
+
+def _consolidation(maps: torch.Tensor, k: int, radius: float, anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """Pull the top-k regions of (B, H, W) maps toward anchor (B, 2) and toward each other.
+
+    Without an anchor the map's own main peak p1 is the anchor (the aggregation term).
+
+    ( sum_i ||anchor - c_i|| + sum_{2<=i<j<=k} ||c_i - c_j|| ) / D  -> (B,).
+    With k = 3 the second sum is the reference's ||c_2 - c_3||. Regions found in an
+    exhausted map (nothing left) do not count.
+    """
+    h, w = maps.shape[-2:]
+    reg = find_regions(maps, k, radius)
+    anchor = reg.peak if anchor is None else anchor
+    valid = reg.valid.float()
+    to_anchor = (reg.centroids - anchor[:, None, :].detach()).norm(dim=-1) * valid  # (B, k)
+    total = to_anchor.sum(dim=1)
+    for i, j in itertools.combinations(range(1, k), 2):
+        pair = (reg.centroids[:, i] - reg.centroids[:, j]).norm(dim=-1)
+        total = total + pair * valid[:, i] * valid[:, j]
+    return total / _diagonal(h, w)
+
+
+def aggregation_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
+    """Sum over subjects of the consolidation of each raw subject map -> (B,)."""
+    raw = maps.raw
+    radius = w.scaled_radius(w.radius, raw.shape[-1])
+    total = raw.new_zeros(raw.shape[0])
+    for s in range(raw.shape[1]):
+        total = total + _consolidation(raw[:, s], w.regions, radius)
+    return total
+
+
+def isolation_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
+    """Mean over subject pairs of (1 - distance) -> (B,).
+
+    euclidean: distance = ||c(M_a) - c(M_b)|| / sqrt(H^2 + W^2) (reference default);
+    cosine:    distance = 1 - cos(M_a, M_b) over the flattened maps.
+    A mean (not a sum) over pairs keeps the reference weight meaningful for S > 2.
+    """
+    raw = maps.raw
+    b, s, h, wd = raw.shape
+    if s < 2:
+        return raw.new_zeros(b)
+    pairs = list(itertools.combinations(range(s), 2))
+    if w.isolation_metric == "euclidean":
+        c = centroid(raw)  # (B, S, 2)
+        d = torch.stack([(c[:, i] - c[:, j]).norm(dim=-1) for i, j in pairs], dim=1)
+        d = d / math.sqrt(h ** 2 + wd ** 2)
+    elif w.isolation_metric == "cosine":
+        flat = raw.reshape(b, s, -1)
+        d = torch.stack([1 - F.cosine_similarity(flat[:, i], flat[:, j], dim=-1) for i, j in pairs], dim=1)
+    else:
+        raise ValueError(f"unknown isolation metric {w.isolation_metric!r}: use 'euclidean' or 'cosine'")
+    return (1.0 - d).mean(dim=1)
+
+
+def presence_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
+    """Attend-and-Excite: max(0, 1 - min_s max(smoothed M_s)) -> (B,)."""
+    peaks = maps.smoothed.flatten(2).amax(dim=-1)  # (B, S)
+    return (1.0 - peaks.amin(dim=1)).clamp_min(0.0)
+
+
+def attribute_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
+    """Pull each attribute word's regions onto its subject's main peak -> (B,)."""
+    raw, attr = maps.raw, maps.attribute
+    total = raw.new_zeros(raw.shape[0])
+    if attr.shape[1] == 0:
+        return total
+    side = raw.shape[-1]
+    radius = w.scaled_radius(w.radius, side)
+    attr_radius = w.scaled_radius(w.attribute_radius, side)
+    for p, s in enumerate(maps.attribute_of):
+        peak = find_regions(raw[:, s], 1, radius).peak
+        total = total + _consolidation(attr[:, p], w.attribute_regions, attr_radius, anchor=peak)
+    return total
+
+
+TERMS: dict[str, Callable[[SubjectMaps, LossWeights], torch.Tensor]] = {
+    "isolation": isolation_term,
+    "aggregation": aggregation_term,
+    "presence": presence_term,
+    "attribute": attribute_term,
+}
+
+
+def weighted_terms(maps: SubjectMaps, w: LossWeights, names) -> dict[str, torch.Tensor]:
+    """Compute the named terms whose weight is non-zero, and their weighted total."""
+    out = {}
+    total = maps.raw.new_zeros(maps.raw.shape[0])
+    for name in names:
+        weight = getattr(w, name)
+        if weight == 0:
+            continue
+        out[name] = TERMS[name](maps, w)
+        total = total + weight * out[name]
+    out["total"] = total
+    return out
+
+
+def ai_t2i_loss(maps: SubjectMaps, w: LossWeights) -> dict[str, torch.Tensor]:
+    """AI-T2I: isolation + aggregation + presence + attribute alignment."""
+    return weighted_terms(maps, w, ("isolation", "aggregation", "presence", "attribute"))
+
+
+def attend_and_excite_loss(maps: SubjectMaps, w: LossWeights) -> dict[str, torch.Tensor]:
+    """Attend-and-Excite: the presence term alone, unweighted (its paper's loss)."""
+    out = {"presence": presence_term(maps, w)}
+    out["total"] = out["presence"]
+    return out
+
+
+LOSSES: dict[str, Callable[[SubjectMaps, LossWeights], dict[str, torch.Tensor]]] = {
+    "ai_t2i": ai_t2i_loss,
+    "attend_and_excite": attend_and_excite_loss,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named method: which loss, its weights, and whether it refines iteratively."""
+
+    loss: str
+    weights: LossWeights
+    refine: bool
+
+
+PRESETS: dict[str, Preset] = {
+    "AI-T2I": Preset("ai_t2i", LossWeights(), refine=False),
+    "AI-T2I aggregation only": Preset("ai_t2i", LossWeights(isolation=0.0), refine=False),
+    "AI-T2I isolation only": Preset("ai_t2i", LossWeights(aggregation=0.0), refine=False),
+    "Attend-and-Excite": Preset("attend_and_excite", LossWeights(), refine=True),
+}
+
+
+def preset_weights(name: str, **overrides) -> Preset:
+    """A preset with some weights overridden (the node's widgets)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(PRESETS)}")
+    p = PRESETS[name]
+    return replace(p, weights=replace(p.weights, **overrides))

@@ -1,0 +1,146 @@
+"""Cross-attention maps: from captured query/key projections to per-subject maps.
+
+Shapes used throughout:
+    B  images in the batch         N = H*W latent pixels of one layer
+    T  text tokens (77 per chunk)  S subjects, P attribute-subject pairs
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) averaged over heads.
+
+    q: (B, N, heads*d) projected queries; k: (B, T, heads*d) projected keys.
+    Returns (B, N, T) in float32. The host's fast attention never exposes the
+    probabilities, so they are recomputed here, only for the layers the loss reads.
+    """
+    q = rearrange(q.float(), "b n (h d) -> b h n d", h=heads)
+    k = rearrange(k.float(), "b t (h d) -> b h t d", h=heads)
+    scores = torch.einsum("bhnd,bhtd->bhnt", q, k) / math.sqrt(q.shape[-1])
+    return scores.softmax(dim=-1).mean(dim=1)
+
+
+@dataclass
+class AttentionRecorder:
+    """Collects head-averaged cross-attention probabilities of chosen layers during
+    one guidance forward pass. One recorder lives for one pass: nothing global.
+
+    wanted: keys of the layers to record (opaque to the engine; the host names them).
+    All recorded layers must share one map size (H, W). Once every wanted layer was
+    recorded, `complete` turns true and the host may stop the forward pass early.
+    """
+
+    wanted: frozenset
+    map_size: tuple[int, int] | None = None
+    layers: list[torch.Tensor] = field(default_factory=list)  # each (B, N, T)
+    seen: list = field(default_factory=list)
+
+    def wants(self, key) -> bool:
+        return key in self.wanted and key not in self.seen
+
+    def record(self, key, q: torch.Tensor, k: torch.Tensor, heads: int, map_size: tuple[int, int]) -> None:
+        map_size = tuple(int(s) for s in map_size)
+        if self.map_size is None:
+            self.map_size = map_size
+        elif map_size != self.map_size:
+            raise ValueError(f"layer {key} has {map_size} maps, others {self.map_size}: choose layers of one level")
+        self.layers.append(attention_probabilities(q, k, heads))
+        self.seen.append(key)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.seen) == len(self.wanted)
+
+    def average(self) -> torch.Tensor:
+        """Mean over recorded layers, reshaped to (B, H, W, T)."""
+        if not self.layers:
+            raise RuntimeError("no cross-attention layer was recorded")
+        mean = torch.stack(self.layers).mean(dim=0)
+        h, w = self.map_size
+        return rearrange(mean, "b (h w) t -> b h w t", h=h, w=w)
+
+
+def gaussian_kernel(size: int = 3, sigma: float = 0.5, device=None) -> torch.Tensor:
+    """(size, size) normalised Gaussian."""
+    ax = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(ax ** 2) / (2 * sigma ** 2))
+    k2 = torch.outer(g, g)
+    return k2 / k2.sum()
+
+
+def gaussian_smooth(maps: torch.Tensor, size: int = 3, sigma: float = 0.5) -> torch.Tensor:
+    """Smooth (B, S, H, W) maps with a Gaussian, reflect padding (keeps peaks off borders)."""
+    b, s, h, w = maps.shape
+    kernel = gaussian_kernel(size, sigma, maps.device).to(maps.dtype)[None, None]
+    x = rearrange(maps, "b s h w -> (b s) 1 h w")
+    pad = size // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    x = F.conv2d(x, kernel)
+    return rearrange(x, "(b s) 1 h w -> b s h w", b=b, s=s)
+
+
+@dataclass(frozen=True)
+class TokenGroups:
+    """Token columns of the context, resolved from words (see tokens.py).
+
+    subjects: for each subject, the context columns of its tokens (a word may be
+        split into several tokens; an embedding may span several vectors).
+    attributes: for each attribute-subject pair, (attribute columns, subject index).
+    text_columns: the columns that hold prompt text (no start, end or padding
+        tokens) -- the token axis that the presence term re-normalises over.
+    """
+
+    subjects: tuple[tuple[int, ...], ...]
+    attributes: tuple[tuple[tuple[int, ...], int], ...] = ()
+    text_columns: tuple[int, ...] = ()
+
+
+@dataclass
+class SubjectMaps:
+    """What every loss reads. All float32.
+
+    raw:       (B, S, H, W) head/layer-averaged probabilities of each subject (mean over
+               its tokens), as the centroid terms use them.
+    smoothed:  (B, S, H, W) token-renormalised (x100 softmax over text tokens), summed over
+               the subject's tokens, Gaussian-smoothed: the presence term's maps.
+    attribute: (B, P, H, W) raw maps of attribute words; attribute_of: (P,) subject index.
+    """
+
+    raw: torch.Tensor
+    smoothed: torch.Tensor
+    attribute: torch.Tensor
+    attribute_of: tuple[int, ...]
+
+
+def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 100.0) -> SubjectMaps:
+    """Turn averaged (B, H, W, T) probabilities into SubjectMaps."""
+    avg = avg.float()
+    t = avg.shape[-1]
+    for cols in groups.subjects + tuple(c for c, _ in groups.attributes):
+        if not cols or max(cols) >= t:
+            raise ValueError(f"token columns {cols} do not fit a context of {t} tokens")
+    raw = torch.stack([avg[..., list(c)].mean(-1) for c in groups.subjects], dim=1)
+
+    text = list(groups.text_columns) or list(range(1, t))
+    renorm = (avg[..., text] * temperature).softmax(dim=-1)  # (B, H, W, len(text))
+    where = {col: i for i, col in enumerate(text)}
+    sub = []
+    for cols in groups.subjects:
+        idx = [where[c] for c in cols if c in where]
+        if not idx:
+            raise ValueError(f"subject columns {cols} are not text columns")
+        sub.append(renorm[..., idx].sum(-1))
+    smoothed = gaussian_smooth(torch.stack(sub, dim=1))
+
+    if groups.attributes:
+        attribute = torch.stack([avg[..., list(c)].mean(-1) for c, _ in groups.attributes], dim=1)
+    else:
+        attribute = raw.new_zeros(raw.shape[0], 0, *raw.shape[2:])
+    return SubjectMaps(raw, smoothed, attribute, tuple(s for _, s in groups.attributes))

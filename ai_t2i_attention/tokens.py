@@ -1,0 +1,128 @@
+"""Subject words -> context columns, on the model's real tokenization.
+
+The host gives the prompt's tokens as chunks (77 per chunk for CLIP) of hashable keys
+(token ids, or a key per textual-inversion vector) and a function that tokenizes a
+single word the same way. A token's context column is chunk * chunk_len + position.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence
+
+from .maps import TokenGroups
+
+MAX_SUBJECTS = 8
+
+
+class SubjectError(ValueError):
+    """A subject or attribute the prompt cannot provide. The message names the fix."""
+
+
+@dataclass(frozen=True)
+class Tokenization:
+    """chunks: per chunk, one key per position; special: start/end/pad keys."""
+
+    chunks: tuple[tuple[Hashable, ...], ...]
+    special: frozenset
+
+    def flat(self) -> list[Hashable]:
+        return [t for chunk in self.chunks for t in chunk]
+
+    def text_columns(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.flat()) if t not in self.special)
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """The words a user sees in the prompt, for error messages."""
+    return re.findall(r"[\w:'-]+", prompt.lower())
+
+
+def parse_list(text: str) -> list[str]:
+    """'cat, dog' or one per line -> ['cat', 'dog']."""
+    return [w.strip() for w in re.split(r"[,\n;]", text) if w.strip()]
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """'red:cat, blue:dog' -> [('red', 'cat'), ('blue', 'dog')]."""
+    pairs = []
+    for item in parse_list(text):
+        if item.count(":") != 1 or not all(p.strip() for p in item.split(":")):
+            raise SubjectError(f"attribute pair {item!r} is not of the form attribute:subject, e.g. 'red:cat'")
+        a, s = (p.strip() for p in item.split(":"))
+        pairs.append((a, s))
+    return pairs
+
+
+def _occurrence(word: str) -> tuple[str, int]:
+    """'cat#2' -> ('cat', 2): pick the second occurrence of a repeated word."""
+    m = re.fullmatch(r"(.+?)#(\d+)", word)
+    return (m.group(1).strip(), int(m.group(2))) if m else (word, 1)
+
+
+def find_columns(prompt: Tokenization, word_keys: Sequence[Hashable], occurrence: int = 1) -> tuple[int, ...] | None:
+    """Columns of the occurrence-th match of word_keys inside one chunk, or None."""
+    n = len(word_keys)
+    seen = 0
+    offset = 0
+    for chunk in prompt.chunks:
+        for i in range(len(chunk) - n + 1):
+            if tuple(chunk[i:i + n]) == tuple(word_keys):
+                seen += 1
+                if seen == occurrence:
+                    return tuple(range(offset + i, offset + i + n))
+        offset += len(chunk)
+    return None
+
+
+def resolve(prompt_text: str, prompt: Tokenization, tokenize_word: Callable[[str], Sequence[Hashable]],
+            subjects: Sequence[str], attributes: Sequence[tuple[str, str]] = ()) -> TokenGroups:
+    """Resolve subject words and attribute:subject pairs to context columns.
+
+    Raises SubjectError with the prompt's words listed when a word is not in the prompt.
+    """
+    if len(subjects) < 1:
+        raise SubjectError("no subject given: type the subject words of the prompt, e.g. 'cat, dog'")
+    if len(subjects) > MAX_SUBJECTS:
+        raise SubjectError(f"{len(subjects)} subjects given; at most {MAX_SUBJECTS} are supported: keep the main ones")
+    lowered = [s.lower() for s in subjects]
+    dupes = sorted({s for s in lowered if lowered.count(s) > 1})
+    if dupes:
+        raise SubjectError(f"subject {dupes[0]!r} is listed twice; to use a word that appears twice in the prompt, "
+                           f"write '{dupes[0]}#2' for its second occurrence")
+
+    def columns(word: str, role: str) -> tuple[int, ...]:
+        base, nth = _occurrence(word)
+        keys = list(tokenize_word(base))
+        if not keys:
+            raise SubjectError(f"{role} {word!r} produces no tokens: type a word of the prompt")
+        cols = find_columns(prompt, keys, nth)
+        if cols is None:
+            where = f"occurrence {nth} of " if nth > 1 else ""
+            raise SubjectError(f"{role} {where}{base!r} is not in the prompt. Words in the prompt: "
+                               f"{', '.join(prompt_words(prompt_text)) or '(empty prompt)'}. "
+                               f"Type the {role} exactly as it is written in the prompt.")
+        return cols
+
+    subject_cols = tuple(columns(s, "subject") for s in subjects)
+    by_name = {s.lower(): i for i, s in enumerate(subjects)}
+    attr = []
+    for a, s in attributes:
+        if s.lower() not in by_name:
+            raise SubjectError(f"attribute pair '{a}:{s}' names {s!r}, which is not one of the subjects ({', '.join(subjects)})")
+        attr.append((columns(a, "attribute"), by_name[s.lower()]))
+    overlap = set().union(*map(set, subject_cols)) if subject_cols else set()
+    for cols, s in attr:
+        if set(cols) & overlap:
+            raise SubjectError(f"an attribute shares tokens with a subject ({subjects[s]!r}): give the attribute word alone, e.g. 'red:cat'")
+    return TokenGroups(subject_cols, tuple(attr), prompt.text_columns())
+
+
+@dataclass(frozen=True)
+class ResolvedSubjects:
+    """A prompt's subjects as words and as context columns (what the sampler reads)."""
+
+    prompt: str
+    subjects: tuple[str, ...]
+    attributes: tuple[tuple[str, str], ...]
+    groups: TokenGroups

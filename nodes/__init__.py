@@ -1,0 +1,22 @@
+"""The pack's nodes: each translates its inputs and calls the engine or the host adapter."""
+from .attention_maps import AIT2IAttentionMaps
+from .attention_patch import AIT2IAttentionPatch
+from .guided_sampler import AIT2IGuidedSampler
+from .ksampler import AIT2IKSampler
+from .subject_prompt import AIT2ISubjectPrompt
+
+NODE_CLASS_MAPPINGS = {
+    "AIT2ISubjectPrompt": AIT2ISubjectPrompt,
+    "AIT2IAttentionPatch": AIT2IAttentionPatch,
+    "AIT2IGuidedSampler": AIT2IGuidedSampler,
+    "AIT2IKSampler": AIT2IKSampler,
+    "AIT2IAttentionMaps": AIT2IAttentionMaps,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "AIT2ISubjectPrompt": "AI-T2I Subject Prompt",
+    "AIT2IAttentionPatch": "AI-T2I Attention Patch",
+    "AIT2IGuidedSampler": "AI-T2I Guided Sampler",
+    "AIT2IKSampler": "KSampler (AI-T2I)",
+    "AIT2IAttentionMaps": "AI-T2I Attention Maps",
+}

@@ -1,0 +1,1 @@
+"""Everything that touches ComfyUI internals. A host change is mended here only."""

@@ -1,0 +1,119 @@
+"""The cross-attention hook: ComfyUI attn2 replace patches that record probabilities.
+
+Everything here touches host internals (patch slots, transformer_options, UNet
+structure), so a host change is mended in this package only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, UNetModel, Upsample
+
+from ...ai_t2i_attention import AttentionRecorder
+
+# transformer_options key under which a guidance pass hands its recorder to the hooks.
+# Only the guidance forward sets it; every other forward runs the hooks as pass-through.
+RECORDER_KEY = "ai_t2i_recorder"
+# model_options key marking a model patched by this pack (value: the installed hooks).
+PATCH_KEY = "ai_t2i_patch"
+
+
+class StopGuidanceForward(Exception):
+    """Raised by the last needed hook: the rest of the UNet is not needed for the loss."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One cross-attention layer: its patch key, and its down-sampling factor."""
+
+    key: tuple[str, int, int]  # (block name, block id, transformer index)
+    factor: int
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+SUPPORTED = "SD1.x, SD2.x, SDXL and other UNet (openaimodel) models with cross-attention"
+
+
+def cross_attention_layers(diffusion_model) -> list[Layer]:
+    """All attn2 layers of a ComfyUI UNetModel in execution order, with their factor."""
+    if not isinstance(diffusion_model, UNetModel):
+        raise UnsupportedModel(
+            f"AI-T2I supports {SUPPORTED}; this model is a {type(diffusion_model).__name__}. "
+            "Use an SD1.x/SD2.x/SDXL checkpoint.")
+    layers: list[Layer] = []
+    factor = 1
+
+    def scan(name: str, idx: int, module) -> None:
+        nonlocal factor
+        for sub in module:
+            if isinstance(sub, SpatialTransformer):
+                for t, blk in enumerate(sub.transformer_blocks):
+                    if getattr(blk, "attn2", None) is not None:
+                        layers.append(Layer((name, idx, t), factor))
+            elif isinstance(sub, Downsample):
+                factor *= 2
+            elif isinstance(sub, Upsample):
+                factor //= 2
+
+    for i, blk in enumerate(diffusion_model.input_blocks):
+        scan("input", i, blk)
+    if diffusion_model.middle_block is not None:
+        scan("middle", 0, diffusion_model.middle_block)
+    for i, blk in enumerate(diffusion_model.output_blocks):
+        scan("output", i, blk)
+    if not layers:
+        raise UnsupportedModel("this UNet has no cross-attention layers: AI-T2I needs a text-conditioned model")
+    return layers
+
+
+class CrossAttentionHook:
+    """attn2 replace patch. Pass-through unless a guidance pass put a recorder in
+    transformer_options; then it records softmax(QK^T) of layers at the recorder's map
+    size. It wraps whatever patch held its slot before (IPAdapter-style packs), so their
+    output is kept; the recorded maps are of the text tokens only.
+    """
+
+    def __init__(self, key, wrapped=None):
+        self.key = key
+        self.wrapped = wrapped
+
+    def __call__(self, q, k, v, extra_options):
+        recorder = extra_options.get(RECORDER_KEY)
+        if recorder is not None and recorder.wants(self.key):
+            recorder.record(self.key, q, k, extra_options["n_heads"], extra_options["activations_shape"][-2:])
+            if recorder.complete:
+                raise StopGuidanceForward()
+        if self.wrapped is not None:
+            return self.wrapped(q, k, v, extra_options)
+        return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+                                   transformer_options=extra_options)
+
+
+def install_hooks(model_patcher):
+    """A clone of model_patcher with a hook on every cross-attention layer.
+
+    A patch already in a slot (3-key or block-wide 2-key) is wrapped, not replaced.
+    Applying twice wraps our own hook; the sampler detects and rejects that.
+    """
+    layers = cross_attention_layers(model_patcher.model.diffusion_model)
+    m = model_patcher.clone()
+    existing = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    for layer in layers:
+        name, idx, t = layer.key
+        wrapped = existing.get(layer.key) or existing.get((name, idx))
+        m.set_model_attn2_replace(CrossAttentionHook(layer.key, wrapped), name, idx, t)
+    m.model_options[PATCH_KEY] = tuple(layers)
+    return m
+
+
+def installed_layers(model_options) -> tuple[Layer, ...] | None:
+    return model_options.get(PATCH_KEY)
+
+
+def hook_chain(model_options) -> dict:
+    """key -> the patch now in that slot (to check which hooks were displaced)."""
+    return model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})

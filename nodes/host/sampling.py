@@ -1,0 +1,320 @@
+"""The guided sampler: wraps any KSAMPLER and applies AI-T2I updates at chosen steps.
+
+How the update reaches the sampler's state: the base sampler function (euler, dpmpp_2m,
+...) is run unchanged, on a denoiser wrapper. The first model call of a step is made
+on the sampler's own latent tensor; at a guided step the wrapper moves that tensor
+in place (z <- z - alpha * dL/dz) before the ordinary CFG prediction, so the sampler
+continues from the updated latent. Multistep history and ancestral noise stay the
+sampler's own: nothing is restarted per step. The sampler's callback for that step
+must then show the updated latent; if it does not, the sampler keeps a private copy
+and the run stops with an error instead of silently doing nothing.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+import comfy.model_management
+import comfy.samplers
+import comfy.utils
+
+from ...ai_t2i_attention import (LOSSES, AttentionRecorder, GuidanceSchedule, Preset, StepReport, TokenGroups,
+                                 guided_update, subject_maps)
+from .attention import RECORDER_KEY, CrossAttentionHook, Layer, StopGuidanceForward, hook_chain, installed_layers
+from .gradients import make_grad_capable
+
+log = logging.getLogger("ai_t2i")
+
+SUBJECTS_KEY = "ai_t2i_subjects"  # conditioning key carrying the resolved TokenGroups
+LEVELS = ("auto", "1/1", "1/2", "1/4", "1/8")
+LAYER_SETS = {"down+up": ("input", "output"), "down": ("input",), "up": ("output",),
+              "down+mid+up": ("input", "middle", "output")}
+# Their step count is adaptive: the schedule's positions do not map onto their steps.
+UNSUPPORTED_SAMPLERS = {"dpm_fast_function": "dpm_fast", "dpm_adaptive_function": "dpm_adaptive"}
+# k-diffusion samplers that call the model once per step, on their own state tensor,
+# before the step's callback: the update can be made in place, keeping their history
+# and noise exactly. Every other sampler is driven step by step through the guided
+# range (exact for single-step samplers; multistep ones restart their history there).
+IN_PLACE_SAMPLERS = frozenset({
+    "sample_euler", "sample_euler_ancestral", "sample_euler_ancestral_RF", "sample_euler_cfg_pp",
+    "sample_euler_ancestral_cfg_pp", "sample_dpmpp_2m", "sample_dpmpp_2m_cfg_pp", "sample_dpmpp_2m_sde",
+    "sample_dpmpp_2m_sde_gpu", "sample_dpmpp_3m_sde", "sample_dpmpp_3m_sde_gpu", "sample_lcm", "sample_ipndm",
+    "sample_ipndm_v", "sample_deis", "sample_er_sde", "sample_gradient_estimation"})
+
+
+class GuidanceError(RuntimeError):
+    """A problem the user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    preset: Preset
+    schedule: GuidanceSchedule = GuidanceSchedule()
+    strength: float = 1.0  # multiplies every step size; 0 turns guidance off
+    level: str = "auto"
+    layers: str = "down+up"
+    keep_maps: bool = True  # keep each guided step's maps for previews
+
+
+@dataclass
+class RunRecord:
+    """What one guided run did: per-step reports and the maps seen at each guided step."""
+
+    subjects: list[str] = field(default_factory=list)
+    map_size: Optional[tuple[int, int]] = None
+    reports: list[StepReport] = field(default_factory=list)
+    maps: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (B, S, H, W) raw maps
+
+    def log_text(self) -> str:
+        head = f"AI-T2I run: subjects={', '.join(self.subjects)} maps={self.map_size}"
+        return "\n".join([head] + [r.line() for r in self.reports])
+
+
+def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: str, layer_set: str) -> list[Layer]:
+    """The layers whose maps the loss reads, for this latent size."""
+    if level not in LEVELS:
+        raise GuidanceError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
+    if layer_set not in LAYER_SETS:
+        raise GuidanceError(f"unknown layer set {layer_set!r}; choose one of {', '.join(LAYER_SETS)}")
+    blocks = LAYER_SETS[layer_set]
+    usable = [l for l in layers if l.key[0] in blocks]
+    factors = sorted({l.factor for l in usable})
+    if not factors:
+        raise GuidanceError(f"the model has no cross-attention in the {layer_set} blocks; choose layers 'down+mid+up'")
+    h, w = latent_hw
+    if level == "auto":
+        # The reference method is tuned for 16x16 maps (SD at 512 px, latent/4).
+        factor = min(factors, key=lambda f: (abs(h / f - 16), f))
+    else:
+        factor = int(level.split("/")[1])
+        if factor not in factors:
+            raise GuidanceError(f"the model has no {layer_set} cross-attention at level {level}; "
+                                f"levels it has: {', '.join('1/%d' % f for f in factors)}")
+    if h % factor or w % factor or min(h, w) // factor < 4:
+        raise GuidanceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
+                            f"({h / factor:g}x{w / factor:g}); use a larger image or a finer level")
+    return [l for l in usable if l.factor == factor]
+
+
+def subject_entry(conds: dict) -> tuple[dict, TokenGroups]:
+    """The positive conditioning entry that carries resolved subjects."""
+    positive = conds.get("positive") or []
+    carrying = [c for c in positive if c.get(SUBJECTS_KEY) is not None]
+    if not carrying:
+        raise GuidanceError("the positive conditioning carries no AI-T2I subjects: encode the positive prompt with "
+                            "'AI-T2I Subject Prompt' (it replaces CLIP Text Encode) and type the subject words there")
+    if len(carrying) > 1:
+        log.warning("AI-T2I: %d positive entries carry subjects; guiding with the first", len(carrying))
+    entry = carrying[0]
+    if entry.get("area") is not None or entry.get("mask") is not None:
+        raise GuidanceError("the AI-T2I subject prompt has an area or mask set: guide a full-image prompt instead")
+    return entry, entry[SUBJECTS_KEY].groups
+
+
+class _GuidedDenoiser:
+    """Stands in for the sampler's model: guides the first call of a guided step."""
+
+    def __init__(self, model_k, run: "GuidedRun"):
+        self.model_k = model_k
+        self.inner_model = model_k.inner_model  # some samplers read model.inner_model
+        self.run = run
+
+    def __getattr__(self, name):
+        return getattr(self.model_k, name)
+
+    def __call__(self, x, sigma, **kwargs):
+        self.run.before_model_call(x, sigma, kwargs)
+        return self.model_k(x, sigma, **kwargs)
+
+
+class GuidedRun:
+    """State of one sampling run (created per call of GuidedSampler.sample)."""
+
+    def __init__(self, settings: GuidanceSettings, guider, sigmas: torch.Tensor, record: RunRecord):
+        self.settings = settings
+        self.guider = guider
+        self.total_steps = len(sigmas) - 1
+        self.record = record
+        self.pending: Optional[int] = 0  # step whose first model call has not happened yet
+        self.updated: Optional[tuple[int, torch.Tensor]] = None
+        self.active = settings.strength > 0 and bool(settings.schedule.guided_steps(self.total_steps))
+        self.layers: list[Layer] = []
+        if self.active:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        mo = self.guider.model_options
+        layers = installed_layers(mo)
+        if layers is None:
+            raise GuidanceError("the model is not patched for AI-T2I: pass it through 'AI-T2I Attention Patch' "
+                                "before the guider/sampler")
+        self.entry, self.groups = subject_entry(self.guider.conds)
+        self.record.subjects = list(self.entry[SUBJECTS_KEY].subjects)
+        self.all_layers = layers
+        chain = hook_chain(mo)
+        displaced = [l.key for l in layers if not isinstance(chain.get(l.key), CrossAttentionHook)]
+        if displaced:
+            raise GuidanceError(f"another attention patch replaced the AI-T2I hook on {len(displaced)} layers "
+                                f"(e.g. {displaced[0]}): connect 'AI-T2I Attention Patch' after (downstream of) "
+                                "other attention patches such as IPAdapter")
+        make_grad_capable(self.guider.inner_model.diffusion_model)
+
+    # -- the two ways of driving the base sampler ----------------------------------------
+    def in_place_function(self, base_fn):
+        def guided_function(model_k, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+            def step_callback(info):
+                self.callback(info)
+                if callback is not None:
+                    callback(info)
+            return base_fn(_GuidedDenoiser(model_k, self), x, sigmas, extra_args=extra_args, callback=step_callback,
+                           disable=disable, **options)
+        return guided_function
+
+    def stepwise_function(self, base_fn):
+        """One base-sampler call per guided step, then one call for the rest.
+
+        Each call gets its own seed offset so ancestral/SDE noise never repeats.
+        """
+        def guided_function(model_k, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+            extra_args = dict(extra_args or {})
+            seed = extra_args.get("seed", 0) or 0
+            guided = self.settings.schedule.guided_steps(self.total_steps)
+            last = guided[-1] + 1
+            for i in range(last):
+                if i in guided:
+                    x = self.update(x, sigmas[i] * x.new_ones([x.shape[0]]), i, extra_args["model_options"])
+                x = base_fn(model_k, x, sigmas[i:i + 2], extra_args={**extra_args, "seed": seed + i},
+                            callback=_offset(callback, i), disable=True, **options)
+            if last < self.total_steps:
+                x = base_fn(model_k, x, sigmas[last:], extra_args={**extra_args, "seed": seed + last},
+                            callback=_offset(callback, last), disable=disable, **options)
+            return x
+        return guided_function
+
+    # -- sampler-facing -------------------------------------------------------------
+    def callback(self, info: dict) -> None:
+        i = info["i"]
+        if self.updated is not None and self.updated[0] == i:
+            step_x = info["x"]
+            if step_x is not self.updated[1] and not torch.equal(step_x, self.updated[1]):
+                raise GuidanceError("this sampler keeps a private copy of the latent, so AI-T2I updates cannot reach "
+                                    "it; use euler, euler_ancestral, heun, dpm_2, dpmpp_2m, dpmpp_sde, lms, ddim or "
+                                    "another k-diffusion sampler")
+            self.updated = None
+        self.pending = i + 1
+
+    def before_model_call(self, x: torch.Tensor, sigma: torch.Tensor, kwargs: dict) -> None:
+        step, self.pending = self.pending, None
+        if step is None or not self.active or not self.settings.schedule.is_guided(step, self.total_steps):
+            return
+        new_x = self.update(x, sigma, step, kwargs["model_options"])
+        with torch.inference_mode(x.is_inference()):
+            x.copy_(new_x)
+        self.updated = (step, x)
+
+    def update(self, x: torch.Tensor, sigma: torch.Tensor, step: int, model_options: dict) -> torch.Tensor:
+        """The guided update of step `step` on latent x (B, C, H, W); returns the new latent."""
+        if not self.layers:
+            self.layers = choose_layers(self.all_layers, tuple(x.shape[-2:]), self.settings.level, self.settings.layers)
+        sched = self.settings.schedule
+        threshold = sched.refinement_threshold(step, self.total_steps) if self.settings.preset.refine else None
+        new_x, report = guided_update(
+            x, lambda z: self._terms(z, sigma, model_options, step), step,
+            self.settings.strength * sched.step_size(step, self.total_steps), threshold,
+            sched.max_refinement_iters, comfy.model_management.throw_exception_if_processing_interrupted)
+        self.record.reports.append(report)
+        for line in report.skipped:
+            log.warning("AI-T2I step %d: %s", step, line)
+        return new_x
+
+    # -- the guidance forward ---------------------------------------------------------
+    def _terms(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
+        recorder = AttentionRecorder(frozenset(l.key for l in self.layers))
+        mo = dict(model_options)
+        mo["transformer_options"] = dict(mo.get("transformer_options", {}))
+        mo["transformer_options"][RECORDER_KEY] = recorder
+        with torch.inference_mode(False), torch.enable_grad():
+            try:
+                comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], z, sigma, mo)
+            except StopGuidanceForward:
+                pass
+            if not recorder.complete:
+                missing = sorted(recorder.wanted - set(recorder.seen))
+                raise GuidanceError(f"the AI-T2I hooks did not fire on {len(missing)} layers (e.g. {missing[0]}): "
+                                    "another patch or model wrapper bypasses cross-attention there; connect "
+                                    "'AI-T2I Attention Patch' last in the model chain")
+            maps = subject_maps(recorder.average(), self.groups)
+            terms = LOSSES[self.settings.preset.loss](maps, self.settings.preset.weights)
+        self.record.map_size = recorder.map_size
+        if self.settings.keep_maps and step not in self.record.maps:
+            self.record.maps[step] = maps.raw.detach().cpu()
+        return terms
+
+
+def _offset(callback, offset: int):
+    """A k-diffusion callback whose step index is shifted by offset."""
+    if callback is None:
+        return None
+    return lambda info: callback({**info, "i": info["i"] + offset})
+
+
+class GuidedSampler(comfy.samplers.Sampler):
+    """A SAMPLER for SamplerCustom / SamplerCustomAdvanced wrapping a base KSAMPLER."""
+
+    def __init__(self, base, settings: GuidanceSettings):
+        if not isinstance(base, comfy.samplers.KSAMPLER):
+            raise GuidanceError(f"AI-T2I can wrap k-diffusion samplers (KSamplerSelect); got {type(base).__name__}")
+        name = getattr(base.sampler_function, "__name__", "")
+        if name in UNSUPPORTED_SAMPLERS:
+            raise GuidanceError(f"{UNSUPPORTED_SAMPLERS[name]} chooses its own steps, so a step schedule cannot be "
+                                "applied; pick a fixed-step sampler such as euler or dpmpp_2m")
+        self.base = base
+        self.settings = settings
+        self.last_run: Optional[RunRecord] = None
+
+    def max_denoise(self, model_wrap, sigmas):
+        return self.base.max_denoise(model_wrap, sigmas)
+
+    @property
+    def in_place(self) -> bool:
+        return getattr(self.base.sampler_function, "__name__", "") in IN_PLACE_SAMPLERS
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        record = RunRecord()
+        self.last_run = record
+        run = GuidedRun(self.settings, model_wrap, sigmas, record)
+        base_fn = self.base.sampler_function
+        if not run.active:
+            fn = base_fn
+        elif self.in_place:
+            fn = run.in_place_function(base_fn)
+        else:
+            fn = run.stepwise_function(base_fn)
+        inner = comfy.samplers.KSAMPLER(fn, self.base.extra_options, self.base.inpaint_options)
+        return inner.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+
+
+def sample_with_guidance(model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive,
+                         negative, latent: dict, denoise: float, settings: GuidanceSettings):
+    """KSampler-equivalent sampling with AI-T2I guidance. Returns (latent dict, RunRecord)."""
+    import comfy.sample
+    import latent_preview
+
+    sampler = GuidedSampler(comfy.samplers.sampler_object(sampler_name), settings)
+    # The host's own KSampler computes the sigmas (denoise, discarded penultimate sigma...).
+    sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                     scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+    out = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, samples,
+                                     noise_mask=latent.get("noise_mask"), callback=callback,
+                                     disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    result = latent.copy()
+    result.pop("downscale_ratio_spacial", None)
+    result["samples"] = out
+    return result, sampler.last_run

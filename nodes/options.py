@@ -1,0 +1,46 @@
+"""Guidance widgets shared by the guided sampler and the one-node KSampler."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ai_t2i_attention import ATTEND_AND_EXCITE_REFINEMENT, PRESETS, GuidanceSchedule, preset_weights
+from .host.sampling import LAYER_SETS, LEVELS, GuidanceSettings
+
+GUIDANCE_INPUTS = {
+    "method": (list(PRESETS), {"default": "AI-T2I", "tooltip":
+        "Loss preset. AI-T2I: isolation + aggregation + presence + attribute alignment. The 'only' variants drop a "
+        "term (ablations). Attend-and-Excite: presence only, with iterative refinement (a baseline)."}),
+    "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip":
+        "Multiplies every update's step size. 0 turns guidance off: the output is then exactly the base sampler's."}),
+    "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+        "First guided step, as a fraction of the sampling steps."}),
+    "end_percent": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+        "Guidance stops at this fraction of the steps (the reference guides the first 25 of 50 steps: 0.5)."}),
+}
+
+ADVANCED_INPUTS = {
+    "scale_factor": ("FLOAT", {"default": 20.0, "min": 0.0, "max": 200.0, "step": 0.5, "tooltip":
+        "Base step size: step i moves the latent by scale_factor * sqrt(s_i) * gradient, s going 1.0 -> 0.5."}),
+    "isolation_metric": (["euclidean", "cosine"], {"default": "euclidean", "tooltip":
+        "How subjects' maps are pushed apart: distance of their centroids (reference) or 1 - cosine similarity."}),
+    "refinement": (["preset", "on", "off"], {"default": "preset", "tooltip":
+        "Iterative refinement at 0%, 20% and 40% of the steps (Attend-and-Excite): repeat the update until the weakest "
+        "subject is present enough. 'preset' uses the method's own choice."}),
+    "level": (list(LEVELS), {"default": "auto", "tooltip":
+        "Which attention resolution the loss reads, as a fraction of the latent size. auto: the one closest to "
+        "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px)."}),
+    "layers": (list(LAYER_SETS), {"default": "down+up", "tooltip":
+        "Which UNet blocks' cross-attention at that level is read. 'down' is cheaper: the guidance pass stops "
+        "right after the down blocks."}),
+}
+
+
+def settings_from_inputs(method: str, strength: float, start_percent: float, end_percent: float,
+                         scale_factor: float = 20.0, isolation_metric: str = "euclidean", refinement: str = "preset",
+                         level: str = "auto", layers: str = "down+up") -> GuidanceSettings:
+    preset = preset_weights(method, isolation_metric=isolation_metric)
+    if refinement != "preset":
+        preset = replace(preset, refine=refinement == "on")
+    schedule = GuidanceSchedule(start=start_percent, end=end_percent, scale_factor=scale_factor,
+                                refinement=dict(ATTEND_AND_EXCITE_REFINEMENT) if preset.refine else {})
+    return GuidanceSettings(preset=preset, schedule=schedule, strength=strength, level=level, layers=layers)

@@ -1,0 +1,86 @@
+"""Real host models with random weights, built from ComfyUI's own classes.
+
+Weights are created under torch.inference_mode(), as the host's loaders create them
+while executing nodes, so the gradient path meets the same inference tensors.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_patcher
+import comfy.sd
+import comfy.sd1_clip
+import comfy.sdxl_clip
+import comfy.supported_models
+
+CPU = torch.device("cpu")
+
+
+def random_init(module: torch.nn.Module, seed: int) -> None:
+    """The host builds layers without initialising them (weights come from files):
+    give every weight a variance-preserving random value, norms identity."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        if p.dim() > 1:
+            fan_in = p[0].numel()
+            p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+        elif name.endswith("weight"):
+            p.fill_(1.0)
+        else:
+            p.zero_()
+
+
+def _patcher(config_cls, unet_config: dict, seed: int):
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        cfg = config_cls(unet_config)
+        model = cfg.get_model({})
+        model.diffusion_model.to(torch.float32)
+        random_init(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+
+
+def sd15_model(width: int = 320, seed: int = 0):
+    """SD1.5 topology (levels, blocks, heads, context 768). width 320 is the real size."""
+    unet = dict(comfy.supported_models.SD15.unet_config)
+    unet.update(model_channels=width, in_channels=4, out_channels=4, num_res_blocks=[2] * 4, channel_mult=[1, 2, 4, 4],
+                transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                transformer_depth_middle=1, num_heads=8, num_head_channels=-1,
+                use_spatial_transformer=True, legacy=False, image_size=32, dtype=torch.float32)
+    return _patcher(comfy.supported_models.SD15, unet, seed)
+
+
+def sdxl_model(width: int = 64, context: int = 2048, seed: int = 0):
+    """SDXL topology (3 levels, transformer depth 2 and 10, linear projections, ADM input)."""
+    unet = dict(comfy.supported_models.SDXL.unet_config)
+    unet.update(model_channels=width, context_dim=context, adm_in_channels=2816, num_classes="sequential", in_channels=4, out_channels=4,
+                num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth=[0, 0, 2, 2, 10, 10],
+                transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
+                num_heads=-1, num_head_channels=64, use_spatial_transformer=True,
+                legacy=False, image_size=32, use_linear_in_transformer=True, dtype=torch.float32)
+    return _patcher(comfy.supported_models.SDXL, unet, seed)
+
+
+class _Target:
+    def __init__(self, clip, tokenizer, params=None):
+        self.clip, self.tokenizer, self.params = clip, tokenizer, params or {}
+
+
+def sd1_clip(seed: int = 0):
+    """SD1.x CLIP-L text encoder (real architecture and tokenizer, random weights)."""
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        clip = comfy.sd.CLIP(_Target(comfy.sd1_clip.SD1ClipModel, comfy.sd1_clip.SD1Tokenizer),
+                             model_options={"dtype": torch.float32})
+        random_init(clip.cond_stage_model, seed)
+    return clip
+
+
+def sdxl_clip(seed: int = 0):
+    """SDXL CLIP-L + CLIP-G (real architectures and tokenizers, random weights)."""
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        clip = comfy.sd.CLIP(_Target(comfy.sdxl_clip.SDXLClipModel, comfy.sdxl_clip.SDXLTokenizer),
+                             model_options={"dtype": torch.float32})
+        random_init(clip.cond_stage_model, seed)
+    return clip
