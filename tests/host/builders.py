@@ -30,24 +30,25 @@ def random_init(module: torch.nn.Module, seed: int) -> None:
             p.zero_()
 
 
-def _patcher(config_cls, unet_config: dict, seed: int):
+def _patcher(config_cls, unet_config: dict, seed: int, init: bool = True):
     torch.manual_seed(seed)
     with torch.inference_mode():
         cfg = config_cls(unet_config)
         model = cfg.get_model({})
         model.diffusion_model.to(torch.float32)
-        random_init(model.diffusion_model, seed)
+        if init:
+            random_init(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
 
 
-def sd15_model(width: int = 320, seed: int = 0):
+def sd15_model(width: int = 320, seed: int = 0, init: bool = True):
     """SD1.5 topology (levels, blocks, heads, context 768). width 320 is the real size."""
     unet = dict(comfy.supported_models.SD15.unet_config)
     unet.update(model_channels=width, in_channels=4, out_channels=4, num_res_blocks=[2] * 4, channel_mult=[1, 2, 4, 4],
                 transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
                 transformer_depth_middle=1, num_heads=8, num_head_channels=-1,
                 use_spatial_transformer=True, legacy=False, image_size=32, dtype=torch.float32)
-    return _patcher(comfy.supported_models.SD15, unet, seed)
+    return _patcher(comfy.supported_models.SD15, unet, seed, init)
 
 
 def sdxl_model(width: int = 64, context: int = 2048, seed: int = 0):
@@ -84,3 +85,61 @@ def sdxl_clip(seed: int = 0):
                              model_options={"dtype": torch.float32})
         random_init(clip.cond_stage_model, seed)
     return clip
+
+
+def vae_random(seed: int = 0):
+    """The SD KL autoencoder (host's class, chosen from the decoder's key shapes), random weights."""
+    sd = {"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3), "post_quant_conv.weight": torch.zeros(4, 4, 1, 1)}
+    with torch.inference_mode():
+        vae = comfy.sd.VAE(sd=sd)
+        random_init(vae.first_stage_model, seed)
+    return vae
+
+
+def write_random_sd15_checkpoint(path) -> None:
+    """A full-size SD1.5 checkpoint with random weights, saved by the host's own writer."""
+    model = sd15_model(width=320)
+    clip = sd1_clip()
+    vae = vae_random()
+    comfy.sd.save_checkpoint(str(path) + ".tmp", model, clip, vae)
+    import os
+    os.replace(str(path) + ".tmp", path)
+
+
+def write_random_attention_lora(path, checkpoint) -> None:
+    """A rank-4 LoRA on every cross-attention key/value projection of the SD1.5 UNet."""
+    import comfy.lora
+    import comfy.utils
+    unet = sd15_model(width=320, init=False)
+    key_map = comfy.lora.model_lora_keys_unet(unet.model, {})
+    shapes = {k: v.shape for k, v in unet.model.state_dict().items()}
+    g = torch.Generator().manual_seed(7)
+    sd = {}
+    for lora_key, model_key in key_map.items():
+        if not isinstance(model_key, str) or not lora_key.startswith("lora_unet_"):
+            continue
+        if ".attn2.to_k." not in model_key and ".attn2.to_v." not in model_key:
+            continue
+        out_f, in_f = shapes[model_key]
+        sd[f"{lora_key}.lora_up.weight"] = torch.randn(out_f, 4, generator=g) * 0.5
+        sd[f"{lora_key}.lora_down.weight"] = torch.randn(4, in_f, generator=g) * 0.5
+        sd[f"{lora_key}.alpha"] = torch.tensor(4.0)
+    assert sd, "no attn2 keys found for the LoRA"
+    comfy.utils.save_torch_file(sd, str(path))
+
+
+def write_random_controlnet(path) -> None:
+    """An SD1.5 ControlNet (ldm layout) with random, non-zero weights."""
+    import comfy.cldm.cldm
+    import comfy.utils
+    unet = dict(comfy.supported_models.SD15.unet_config)
+    unet.update(model_channels=320, in_channels=4, num_res_blocks=[2] * 4, channel_mult=[1, 2, 4, 4],
+                transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1, num_heads=8,
+                num_head_channels=-1, use_spatial_transformer=True, legacy=False, image_size=32)
+    for k in ("out_channels", "use_temporal_attention", "adm_in_channels"):
+        unet.pop(k, None)
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, **unet)
+    with torch.no_grad():
+        random_init(net, 3)
+    sd = {f"control_model.{k}": v.contiguous() for k, v in net.state_dict().items()}
+    comfy.utils.save_torch_file(sd, str(path))

@@ -1,0 +1,110 @@
+"""The cross-attention hook on real host UNets (SD1.5 and SDXL topologies)."""
+import torch
+
+import comfy.samplers
+from runner import encode, guided_sampler, patch, plain, run
+
+
+def _layers(pack, model):
+    from importlib import import_module
+    att = import_module(pack.__name__ + ".nodes.host.attention")
+    return att.cross_attention_layers(model.model.diffusion_model)
+
+
+def test_sd15_layers_and_levels(pack, sd15_small):
+    model, _ = sd15_small
+    layers = _layers(pack, model)
+    by_factor = {}
+    for l in layers:
+        by_factor.setdefault(l.factor, []).append(l.key)
+    # SD1.5: 16 cross-attention layers; latent/4 holds input 7, 8 and output 3, 4, 5 (+ nothing else).
+    assert len(layers) == 16
+    assert by_factor[4] == [("input", 7, 0), ("input", 8, 0), ("output", 3, 0), ("output", 4, 0), ("output", 5, 0)]
+    assert by_factor[8] == [("middle", 0, 0)]
+    assert len(by_factor[1]) == 5 and len(by_factor[2]) == 5
+
+
+def test_sdxl_layers_and_levels(pack, sdxl_small):
+    model, _ = sdxl_small
+    layers = _layers(pack, model)
+    counts = {}
+    for l in layers:
+        counts[(l.key[0], l.factor)] = counts.get((l.key[0], l.factor), 0) + 1
+    # SDXL: 2x2 at latent/2 and 2x10 at latent/4 going down, 10 in the middle, 3x10 + 3x2 going up.
+    assert counts == {("input", 2): 4, ("input", 4): 20, ("middle", 4): 10, ("output", 4): 30, ("output", 2): 6}
+
+
+def test_sd15_guided_run_reads_expected_maps(pack, sd15_small):
+    model, clip = sd15_small
+    pos = encode(pack, clip, "a photo of a cat and a dog", "cat, dog")
+    sampler = guided_sampler(pack, level="1/4")
+    out = run(patch(pack, model), sampler, pos, plain(clip), size=64, steps=2)
+    rec = sampler.last_run
+    assert torch.isfinite(out).all()
+    assert rec.map_size == (16, 16)  # 64x64 latent (512 px) at latent/4: the reference's 16x16 maps
+    assert [r.step for r in rec.reports] == [0]  # end_percent 0.5 of 2 steps
+    assert rec.maps[0].shape == (1, 2, 16, 16)
+    assert all(r.losses["total"] > 0 and not r.skipped for r in rec.reports)
+
+
+def test_sdxl_guided_run(pack, sdxl_small):
+    model, clip = sdxl_small
+    pos = encode(pack, clip, "a red car and a blue bird", "car, bird", "red:car, blue:bird")
+    sampler = guided_sampler(pack)
+    out = run(patch(pack, model), sampler, pos, plain(clip), size=32, steps=2, batch=2)
+    rec = sampler.last_run
+    assert torch.isfinite(out).all()
+    assert rec.map_size == (16, 16)  # auto level on a 32x32 latent: latent/2, the 16x16 maps
+    assert rec.maps[0].shape == (2, 2, 16, 16)
+    assert rec.reports[0].losses["attribute"] > 0
+
+
+def test_auto_level_picks_16x16(pack, sd15_small):
+    from importlib import import_module
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    layers = tuple(_layers(pack, sd15_small[0]))
+    for latent, side in ((64, 16), (32, 16), (16, 16), (96, 24)):
+        chosen = sampling.choose_layers(layers, (latent, latent), "auto", "down+up")
+        assert latent // chosen[0].factor == side
+
+
+def test_existing_attn2_patch_still_runs(pack, sd15_small):
+    model, clip = sd15_small
+    calls = []
+
+    def other_pack_patch(q, k, v, extra_options):
+        calls.append(extra_options["block"])
+        from comfy.ldm.modules.attention import optimized_attention
+        return optimized_attention(q, k, v, extra_options["n_heads"])
+
+    m = model.clone()
+    m.set_model_attn2_replace(other_pack_patch, "input", 7, 0)
+    m.set_model_attn2_replace(other_pack_patch, "output", 3)  # a block-wide (2-key) patch
+    sampler = guided_sampler(pack, level="1/4")
+    run(patch(pack, m), sampler, encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip), size=32, steps=2)
+    assert ("input", 7) in calls and ("output", 3) in calls
+    assert len(sampler.last_run.reports) == 1
+
+
+def test_patch_applied_after_displaces_hook_gives_clear_error(pack, sd15_small):
+    import pytest
+    model, clip = sd15_small
+    m = patch(pack, model)
+    m = m.clone()
+    from comfy.ldm.modules.attention import optimized_attention
+    m.set_model_attn2_replace(lambda q, k, v, o: optimized_attention(q, k, v, o["n_heads"]), "input", 7, 0)
+    with pytest.raises(Exception, match="downstream of"):
+        run(m, guided_sampler(pack), encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip), size=32, steps=2)
+
+
+def test_prompt_over_77_tokens(pack, sd15_small):
+    model, clip = sd15_small
+    filler = ", ".join(["a very detailed painting"] * 20)
+    text = f"{filler}, a cat sitting next to a dog"
+    pos = encode(pack, clip, text, "cat, dog")
+    spec = pos[0][1]["ai_t2i_subjects"]
+    assert min(min(c) for c in spec.groups.subjects) >= 77  # both words live in the second chunk
+    assert pos[0][0].shape[1] >= 154
+    sampler = guided_sampler(pack)
+    out = run(patch(pack, model), sampler, pos, plain(clip), size=32, steps=2)
+    assert torch.isfinite(out).all() and len(sampler.last_run.reports) == 1

@@ -1,0 +1,120 @@
+"""The guided sampler on a real host UNet: exactness when off, effect when on."""
+import pytest
+import torch
+
+import comfy.samplers
+from runner import encode, guided_sampler, patch, plain, run
+
+
+@pytest.fixture(scope="module")
+def setup(pack, sd15_small):
+    model, clip = sd15_small
+    return patch(pack, model), model, encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip)
+
+
+@pytest.mark.parametrize("base", ["euler", "dpmpp_2m", "euler_ancestral", "heun"])
+def test_zero_strength_reproduces_base_sampler(pack, setup, base):
+    patched, model, pos, neg = setup
+    reference = run(model, comfy.samplers.sampler_object(base), pos, neg, size=16, steps=4, seed=3)
+    off = run(patched, guided_sampler(pack, base, strength=0.0), pos, neg, size=16, steps=4, seed=3)
+    empty_range = run(patched, guided_sampler(pack, base, end_percent=0.0), pos, neg, size=16, steps=4, seed=3)
+    assert torch.equal(reference, off)
+    assert torch.equal(reference, empty_range)
+
+
+def test_guidance_changes_output(pack, setup):
+    patched, model, pos, neg = setup
+    reference = run(model, comfy.samplers.sampler_object("euler"), pos, neg, size=16, steps=4)
+    guided = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4)
+    assert not torch.allclose(reference, guided)
+
+
+def test_one_guided_step_lowers_the_loss(pack, setup):
+    """Two steps at the same sigma: euler's dt is 0 between them, so the only change to
+    the latent is the guided update, and the second step's loss is at the updated latent."""
+    patched, _, pos, neg = setup
+    ms = patched.get_model_object("model_sampling")
+    s = float(comfy.samplers.calculate_sigmas(ms, "normal", 10)[2])
+    sigmas = torch.tensor([s, s, 0.0])
+    sampler = guided_sampler(pack, end_percent=1.0, scale_factor=2.0)
+    run(patched, sampler, pos, neg, size=16, sigmas=sigmas)
+    before, after = (r.losses["total"] for r in sampler.last_run.reports)
+    assert after < before
+
+
+@pytest.mark.parametrize("base", ["dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "heun", "dpmpp_sde", "lms", "uni_pc"])
+def test_guides_every_scheduled_step(pack, setup, base):
+    patched, _, pos, neg = setup
+    sampler = guided_sampler(pack, base, end_percent=0.5)
+    out = run(patched, sampler, pos, neg, size=16, steps=6)
+    assert torch.isfinite(out).all()
+    assert [r.step for r in sampler.last_run.reports] == [0, 1, 2]
+
+
+def test_stepwise_mode_never_repeats_a_seed(pack):
+    """Samplers driven step by step get a distinct seed per call, so their noise never repeats."""
+    from importlib import import_module
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    run_ = sampling.GuidedRun.__new__(sampling.GuidedRun)
+    run_.settings = guided_sampler(pack, "heun").settings
+    run_.total_steps = 6
+    run_.update = lambda x, sigma, step, mo: x
+    seeds = []
+
+    def fake_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        seeds.append(extra_args["seed"])
+        return x
+
+    fn = run_.stepwise_function(fake_sampler)
+    fn(None, torch.zeros(1, 4, 8, 8), torch.linspace(1, 0, 7), extra_args={"seed": 5, "model_options": {}})
+    assert seeds == [5, 6, 7, 8]  # steps 0, 1, 2 one by one, then the rest from step 3
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_sampler_with_private_latent_copy_is_refused(pack, setup, monkeypatch):
+    patched, _, pos, neg = setup
+    from importlib import import_module
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    euler = comfy.samplers.sampler_object("euler").sampler_function
+
+    def sample_private_copy(model, x, sigmas, **kw):
+        return euler(lambda z, s, **a: model(z.clone(), s, **a), x, sigmas, **kw)
+
+    monkeypatch.setattr(sampling, "IN_PLACE_SAMPLERS", sampling.IN_PLACE_SAMPLERS | {"sample_private_copy"})
+    sampler = sampling.GuidedSampler(comfy.samplers.KSAMPLER(sample_private_copy), guided_sampler(pack).settings)
+    with pytest.raises(sampling.GuidanceError, match="private copy"):
+        run(patched, sampler, pos, neg, size=16, steps=4)
+
+
+def test_adaptive_sampler_refused(pack):
+    with pytest.raises(Exception, match="chooses its own steps"):
+        guided_sampler(pack, "dpm_adaptive")
+
+
+def test_unpatched_model_and_plain_prompt_errors(pack, setup, sd15_small):
+    patched, model, pos, neg = setup
+    with pytest.raises(Exception, match="AI-T2I Attention Patch"):
+        run(model, guided_sampler(pack), pos, neg, size=16, steps=2)
+    with pytest.raises(Exception, match="AI-T2I Subject Prompt"):
+        run(patched, guided_sampler(pack), neg, neg, size=16, steps=2)
+
+
+def test_weights_become_grad_capable_without_changing_values(pack, sd15_small):
+    from importlib import import_module
+    grads = import_module(pack.__name__ + ".nodes.host.gradients")
+    with torch.inference_mode():
+        lin = torch.nn.Linear(3, 2)
+    before = lin.weight.detach().clone()
+    assert lin.weight.is_inference()
+    converted = grads.make_grad_capable(lin)
+    assert converted == (6 + 2) * 4
+    assert not lin.weight.is_inference() and torch.equal(lin.weight, before)
+
+
+def test_batch_guided_in_one_pass_matches_single(pack, setup):
+    """Images of a batch are guided independently: image 0 of a batch of 2 equals the same
+    seed's single image (noise for the batch is drawn as the host does, image by image)."""
+    patched, _, pos, neg = setup
+    single = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4, seed=11, batch=1)
+    batch = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4, seed=11, batch=2)
+    assert torch.allclose(single[0], batch[0], rtol=1e-4, atol=1e-3)
