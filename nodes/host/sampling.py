@@ -114,6 +114,38 @@ def subject_entry(conds: dict) -> tuple[dict, TokenGroups]:
     return entry, entry[SUBJECTS_KEY].groups
 
 
+def _detach_skip(h, transformer_options):
+    """The UNet adds ControlNet residuals to its skip tensors in place, after the middle
+    block has saved the same tensor for backward. Handing the next block a copy keeps
+    the saved tensor intact (forward values are unchanged)."""
+    return h.clone()
+
+
+def guidance_model_options(model_options: dict, recorder: AttentionRecorder) -> dict:
+    """A copy of model_options for the guidance pass: the recorder, and the skip copy."""
+    mo = dict(model_options)
+    to = dict(mo.get("transformer_options", {}))
+    patches = {k: list(v) for k, v in to.get("patches", {}).items()}
+    patches.setdefault("input_block_patch_after_skip", []).append(_detach_skip)
+    to["patches"] = patches
+    to[RECORDER_KEY] = recorder
+    mo["transformer_options"] = to
+    return mo
+
+
+def control_modules(entry: dict) -> list[torch.nn.Module]:
+    """The networks of the ControlNet/T2I-adapter chain on a conditioning entry: the
+    guidance forward runs them too (they read the latent), so they need gradients."""
+    found, control = [], entry.get("control")
+    while control is not None:
+        for name in ("control_model", "t2i_model"):
+            module = getattr(control, name, None)
+            if isinstance(module, torch.nn.Module):
+                found.append(module)
+        control = getattr(control, "previous_controlnet", None)
+    return found
+
+
 class _GuidedDenoiser:
     """Stands in for the sampler's model: guides the first call of a guided step."""
 
@@ -161,6 +193,8 @@ class GuidedRun:
                                 f"(e.g. {displaced[0]}): connect 'AI-T2I Attention Patch' after (downstream of) "
                                 "other attention patches such as IPAdapter")
         make_grad_capable(self.guider.inner_model.diffusion_model)
+        for module in control_modules(self.entry):
+            make_grad_capable(module)
 
     # -- the two ways of driving the base sampler ----------------------------------------
     def in_place_function(self, base_fn):
@@ -233,9 +267,7 @@ class GuidedRun:
     # -- the guidance forward ---------------------------------------------------------
     def _terms(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
         recorder = AttentionRecorder(frozenset(l.key for l in self.layers))
-        mo = dict(model_options)
-        mo["transformer_options"] = dict(mo.get("transformer_options", {}))
-        mo["transformer_options"][RECORDER_KEY] = recorder
+        mo = guidance_model_options(model_options, recorder)
         with torch.inference_mode(False), torch.enable_grad():
             try:
                 comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], z, sigma, mo)

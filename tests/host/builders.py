@@ -35,19 +35,19 @@ def _patcher(config_cls, unet_config: dict, seed: int, init: bool = True):
     with torch.inference_mode():
         cfg = config_cls(unet_config)
         model = cfg.get_model({})
-        model.diffusion_model.to(torch.float32)
+        model.diffusion_model.to(unet_config["dtype"])
         if init:
             random_init(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
 
 
-def sd15_model(width: int = 320, seed: int = 0, init: bool = True):
+def sd15_model(width: int = 320, seed: int = 0, init: bool = True, dtype=torch.float32):
     """SD1.5 topology (levels, blocks, heads, context 768). width 320 is the real size."""
     unet = dict(comfy.supported_models.SD15.unet_config)
     unet.update(model_channels=width, in_channels=4, out_channels=4, num_res_blocks=[2] * 4, channel_mult=[1, 2, 4, 4],
                 transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
                 transformer_depth_middle=1, num_heads=8, num_head_channels=-1,
-                use_spatial_transformer=True, legacy=False, image_size=32, dtype=torch.float32)
+                use_spatial_transformer=True, legacy=False, image_size=32, dtype=dtype)
     return _patcher(comfy.supported_models.SD15, unet, seed, init)
 
 
