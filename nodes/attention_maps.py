@@ -47,4 +47,5 @@ class AIT2IAttentionMaps:
                 raise ValueError(f"steps {absent} were not guided; guided steps: {keys}")
         if images is not None and images.shape[0] != next(iter(record.maps.values())).shape[0]:
             images = None
-        return (maps_image(record, chosen, images), record.log_text())
+        log_text = record.log_text()
+        return {"ui": {"text": [log_text]}, "result": (maps_image(record, chosen, images), log_text)}

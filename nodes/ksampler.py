@@ -46,7 +46,8 @@ class AIT2IKSampler:
         settings = settings_from_inputs(**options)
         latent, record = sample_with_guidance(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                               latent_image, denoise, settings)
-        return (latent, maps_image(record), record.log_text())
+        log_text = record.log_text()
+        return {"ui": {"text": [log_text]}, "result": (latent, maps_image(record), log_text)}
 
 
 def maps_image(record, steps=None, image=None):

@@ -9,21 +9,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOST = pathlib.Path(os.environ.get("COMFYUI_PATH", ROOT / ".host" / "ComfyUI")).resolve()
 PACK_NAME = "ai_t2i_pack"
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def _import_host():
     if not (HOST / "comfy").is_dir():
         raise RuntimeError(f"no ComfyUI at {HOST}: run tools/setup.sh or set COMFYUI_PATH")
     if str(HOST) not in sys.path:
-        sys.path.insert(1, str(HOST))
+        sys.path.insert(0, str(HOST))
     # The host parses its command line at import; keep pytest's arguments away from it.
     argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
     try:
         import comfy.options
         comfy.options.enable_args_parsing()
         import comfy.cli_args  # noqa: F401
+        import utils.install_util  # noqa: F401  (before `nodes` puts comfy/ on sys.path)
         import comfy.model_management  # noqa: F401
     finally:
         sys.argv = argv
