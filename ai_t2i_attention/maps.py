@@ -38,6 +38,7 @@ class AttentionRecorder:
     """
 
     wanted: frozenset
+    stop_early: bool = True  # let the host end the forward pass once complete
     map_size: tuple[int, int] | None = None
     layers: list[torch.Tensor] = field(default_factory=list)  # each (B, N, T)
     seen: list = field(default_factory=list)

@@ -17,7 +17,9 @@ def _import_host():
     if str(HOST) not in sys.path:
         sys.path.insert(0, str(HOST))
     # The host parses its command line at import; keep pytest's arguments away from it.
-    argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
+    import torch
+    # The tests run on the CPU; the benchmark uses a GPU where there is one.
+    argv, sys.argv = sys.argv, [sys.argv[0]] + ([] if torch.cuda.is_available() else ["--cpu"])
     try:
         import comfy.options
         comfy.options.enable_args_parsing()

@@ -16,7 +16,7 @@ PACK = import_pack()
 import comfy.samplers  # noqa: E402
 import folder_paths  # noqa: E402
 
-import builders  # noqa: E402
+from tools import random_models as builders  # noqa: E402
 
 CACHE = pathlib.Path(os.environ.get("AI_T2I_TEST_CACHE", ROOT / ".cache" / "test_models"))
 CKPT = "random_sd15_v1.safetensors"

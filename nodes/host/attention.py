@@ -85,7 +85,7 @@ class CrossAttentionHook:
         recorder = extra_options.get(RECORDER_KEY)
         if recorder is not None and recorder.wants(self.key):
             recorder.record(self.key, q, k, extra_options["n_heads"], extra_options["activations_shape"][-2:])
-            if recorder.complete:
+            if recorder.complete and recorder.stop_early:
                 raise StopGuidanceForward()
         if self.wrapped is not None:
             return self.wrapped(q, k, v, extra_options)

@@ -57,6 +57,7 @@ class GuidanceSettings:
     level: str = "auto"
     layers: str = "down+up"
     keep_maps: bool = True  # keep each guided step's maps for previews
+    stop_early: bool = True  # end the guidance forward after the last layer the loss reads
 
 
 @dataclass
@@ -266,7 +267,7 @@ class GuidedRun:
 
     # -- the guidance forward ---------------------------------------------------------
     def _terms(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
-        recorder = AttentionRecorder(frozenset(l.key for l in self.layers))
+        recorder = AttentionRecorder(frozenset(l.key for l in self.layers), stop_early=self.settings.stop_early)
         mo = guidance_model_options(model_options, recorder)
         with torch.inference_mode(False), torch.enable_grad():
             try:

@@ -60,7 +60,7 @@ def test_controlnet_changes_the_guidance_forward(pack, sd15, prompt, model_files
 
 def test_fp16_model_guides_with_fp32_loss(pack, sd15_small):
     """A half-precision UNet: maps and loss are computed in fp32, the update is finite."""
-    import builders
+    from tools import random_models as builders
     _, clip = sd15_small
     half = builders.sd15_model(width=64, dtype=torch.float16)
     assert half.model.get_dtype() == torch.float16

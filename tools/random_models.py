@@ -19,47 +19,50 @@ CPU = torch.device("cpu")
 def random_init(module: torch.nn.Module, seed: int) -> None:
     """The host builds layers without initialising them (weights come from files):
     give every weight a variance-preserving random value, norms identity."""
-    g = torch.Generator().manual_seed(seed)
+    gens = {}
     for name, p in module.named_parameters():
+        g = gens.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
         if p.dim() > 1:
             fan_in = p[0].numel()
-            p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+            p.copy_(torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32).to(p.dtype) / fan_in ** 0.5)
         elif name.endswith("weight"):
             p.fill_(1.0)
         else:
             p.zero_()
 
 
-def _patcher(config_cls, unet_config: dict, seed: int, init: bool = True):
+def _patcher(config_cls, unet_config: dict, seed: int, init: bool = True, device=None):
+    """ModelPatcher around a host model class; weights made on `device` (default CPU)."""
+    device = torch.device(device) if device is not None else CPU
     torch.manual_seed(seed)
     with torch.inference_mode():
         cfg = config_cls(unet_config)
-        model = cfg.get_model({})
-        model.diffusion_model.to(unet_config["dtype"])
+        model = cfg.get_model({}, device=device)
+        model.diffusion_model.to(device=device, dtype=unet_config["dtype"])
         if init:
             random_init(model.diffusion_model, seed)
-    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=CPU)
 
 
-def sd15_model(width: int = 320, seed: int = 0, init: bool = True, dtype=torch.float32):
+def sd15_model(width: int = 320, seed: int = 0, init: bool = True, dtype=torch.float32, device=None):
     """SD1.5 topology (levels, blocks, heads, context 768). width 320 is the real size."""
     unet = dict(comfy.supported_models.SD15.unet_config)
     unet.update(model_channels=width, in_channels=4, out_channels=4, num_res_blocks=[2] * 4, channel_mult=[1, 2, 4, 4],
                 transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
                 transformer_depth_middle=1, num_heads=8, num_head_channels=-1,
                 use_spatial_transformer=True, legacy=False, image_size=32, dtype=dtype)
-    return _patcher(comfy.supported_models.SD15, unet, seed, init)
+    return _patcher(comfy.supported_models.SD15, unet, seed, init, device)
 
 
-def sdxl_model(width: int = 64, context: int = 2048, seed: int = 0):
+def sdxl_model(width: int = 64, context: int = 2048, seed: int = 0, dtype=torch.float32, device=None):
     """SDXL topology (3 levels, transformer depth 2 and 10, linear projections, ADM input)."""
     unet = dict(comfy.supported_models.SDXL.unet_config)
     unet.update(model_channels=width, context_dim=context, adm_in_channels=2816, num_classes="sequential", in_channels=4, out_channels=4,
                 num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth=[0, 0, 2, 2, 10, 10],
                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
                 num_heads=-1, num_head_channels=64, use_spatial_transformer=True,
-                legacy=False, image_size=32, use_linear_in_transformer=True, dtype=torch.float32)
-    return _patcher(comfy.supported_models.SDXL, unet, seed)
+                legacy=False, image_size=32, use_linear_in_transformer=True, dtype=dtype)
+    return _patcher(comfy.supported_models.SDXL, unet, seed, device=device)
 
 
 class _Target:

@@ -1,0 +1,159 @@
+"""Cost of AI-T2I guidance next to plain sampling, measured side by side in one run.
+
+For each model: seconds per image and peak memory of plain sampling, AI-T2I (this
+pack's path), AI-T2I without the early stop, the guidance pass at every step (what the
+reference code pays), and the Attend-and-Excite preset. Same model, seed, resolution,
+sampler and steps for every row; ratios are to plain sampling of the same run.
+
+    python benchmarks/cost.py --models sd15,sdxl --size 256 --steps 10           # CPU
+    python benchmarks/cost.py --models sd15 --size 512 --steps 50 --dtype fp16    # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))
+sys.path.append(str(ROOT / "tests"))
+
+
+class PeakMemory:
+    """Peak device memory (CUDA) or peak process RSS above the start (CPU), in MiB."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        import torch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            import psutil
+            self.proc = psutil.Process()
+            self.base = self.peak = self.proc.memory_info().rss
+            self.running = True
+            self.thread = threading.Thread(target=self._poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        import torch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.mib = torch.cuda.max_memory_allocated() / 2 ** 20
+        else:
+            self.running = False
+            self.thread.join()
+            self.mib = (self.peak - self.base) / 2 ** 20 + self.base / 2 ** 20
+        return False
+
+
+def build(name, device, dtype):
+    from tools import random_models as rm
+    if name == "sd15":
+        return rm.sd15_model(width=320, dtype=dtype, device=device), rm.sd1_clip()
+    if name == "sdxl":
+        return rm.sdxl_model(width=320, dtype=dtype, device=device), rm.sdxl_clip()
+    if name == "tiny":
+        from comfy_host import import_pack
+        pack = import_pack()
+        from importlib import import_module
+        tiny = import_module(pack.__name__ + ".nodes.host.tiny_model")
+        model, clip, _ = tiny.load_tiny_model()
+        return model, clip
+    raise ValueError(name)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="sd15,sdxl")
+    ap.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size / 8)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--methods", default="plain,ai_t2i,ai_t2i_full_pass,every_step,attend_and_excite")
+    args = ap.parse_args()
+
+    from comfy_host import import_pack
+    pack = import_pack()
+    import torch
+
+    import comfy.model_management
+    import comfy.sample
+    import comfy.samplers
+    from importlib import import_module
+    from runner_common import encode_subjects
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    options = import_module(pack.__name__ + ".nodes.options")
+    attention = import_module(pack.__name__ + ".nodes.host.attention")
+
+    device = comfy.model_management.get_torch_device()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    base = dict(method="AI-T2I", strength=1.0, start_percent=0.0, end_percent=0.5)
+    variants = {
+        "plain": None,
+        "ai_t2i": options.settings_from_inputs(**base),
+        "ai_t2i_full_pass": sampling.GuidanceSettings(**{**options.settings_from_inputs(**base).__dict__,
+                                                          "stop_early": False}),
+        "every_step": options.settings_from_inputs(**{**base, "end_percent": 1.0}),
+        "attend_and_excite": options.settings_from_inputs(**{**base, "method": "Attend-and-Excite"}),
+    }
+    methods = args.methods.split(",")
+    print(f"device={device} dtype={args.dtype} size={args.size} steps={args.steps} sampler=euler cfg=7.5 "
+          f"torch={torch.__version__}")
+    rows = []
+    for name in args.models.split(","):
+        model, clip = build(name, device, dtype)
+        patched = attention.install_hooks(model)
+        pos, neg = encode_subjects(pack, clip, "a cat and a dog", "cat, dog")
+        lat = args.size // 8
+        latent = torch.zeros(1, 4, lat, lat)
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", args.steps)
+        noise = comfy.sample.prepare_noise(latent, 0)
+        results = {}
+        for rep in range(args.repeats + 1):  # the first round warms up (loading, allocator)
+            for method in methods:
+                settings = variants[method]
+                sampler = comfy.samplers.sampler_object("euler")
+                m = model
+                if settings is not None:
+                    sampler, m = sampling.GuidedSampler(sampler, settings), patched
+                with torch.inference_mode(), PeakMemory(device) as mem:
+                    t0 = time.perf_counter()
+                    comfy.sample.sample_custom(m, noise, 7.5, sampler, sigmas, pos, neg, latent, seed=0,
+                                               disable_pbar=True)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    dt = time.perf_counter() - t0
+                if rep > 0 or args.repeats == 0:
+                    r = results.setdefault(method, {"s": [], "mib": []})
+                    r["s"].append(dt)
+                    r["mib"].append(mem.mib)
+        plain_s = min(results["plain"]["s"]) if "plain" in results else None
+        plain_m = max(results["plain"]["mib"]) if "plain" in results else None
+        for method in methods:
+            s, mib = min(results[method]["s"]), max(results[method]["mib"])
+            rows.append((name, method, s, mib, s / plain_s if plain_s else float("nan"),
+                         mib / plain_m if plain_m else float("nan")))
+        del model, patched, clip
+        comfy.model_management.unload_all_models()
+        comfy.model_management.soft_empty_cache()
+    print(f"| model | method | s/image | peak MiB | time x plain | memory x plain |")
+    print(f"|---|---|---|---|---|---|")
+    for name, method, s, mib, rt, rm in rows:
+        print(f"| {name} | {method} | {s:.2f} | {mib:.0f} | {rt:.2f} | {rm:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
