@@ -4,6 +4,7 @@ from .attention_patch import AIT2IAttentionPatch
 from .guided_sampler import AIT2IGuidedSampler
 from .ksampler import AIT2IKSampler
 from .subject_prompt import AIT2ISubjectPrompt
+from .tiny_model_loader import AIT2ITinyModelLoader
 
 NODE_CLASS_MAPPINGS = {
     "AIT2ISubjectPrompt": AIT2ISubjectPrompt,
@@ -11,6 +12,7 @@ NODE_CLASS_MAPPINGS = {
     "AIT2IGuidedSampler": AIT2IGuidedSampler,
     "AIT2IKSampler": AIT2IKSampler,
     "AIT2IAttentionMaps": AIT2IAttentionMaps,
+    "AIT2ITinyModelLoader": AIT2ITinyModelLoader,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -19,4 +21,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AIT2IGuidedSampler": "AI-T2I Guided Sampler",
     "AIT2IKSampler": "KSampler (AI-T2I)",
     "AIT2IAttentionMaps": "AI-T2I Attention Maps",
+    "AIT2ITinyModelLoader": "AI-T2I Tiny Model Loader",
 }

@@ -1,0 +1,36 @@
+"""AI-T2I Tiny Model Loader: the embedded shapes model, as MODEL, CLIP and VAE."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+from .host.tiny_model import default_model_path, load_tiny_model
+
+MODELS_DIR = os.path.dirname(default_model_path())
+
+
+def _choices() -> list[str]:
+    names = sorted(f for f in os.listdir(MODELS_DIR) if f.endswith(".safetensors")) if os.path.isdir(MODELS_DIR) else []
+    return names or [os.path.basename(default_model_path())]
+
+
+class AIT2ITinyModelLoader:
+    DESCRIPTION = ("Loads the tiny text-to-image model that ships with the pack (trained on synthetic coloured "
+                   "shapes, 128x128 images). It runs anywhere in seconds, so AI-T2I can be tried and measured "
+                   "without a large checkpoint. Prompts like 'a red circle and a blue square'.")
+    CATEGORY = "loaders/AI-T2I"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    OUTPUT_TOOLTIPS = ("The tiny UNet.", "Its text encoder (CLIP tokenizer).", "Its autoencoder (TAESD-shaped).")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model_name": (_choices(), {"tooltip": "A tiny model file from the pack's models/ folder."})}}
+
+    def load(self, model_name):
+        path = os.path.join(MODELS_DIR, os.path.basename(model_name))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{model_name} is not in the pack's models/ folder ({MODELS_DIR}); "
+                                    "reinstall the pack or train one with tools/train_tiny_model.py")
+        return load_tiny_model(path, embedding_directory=folder_paths.get_folder_paths("embeddings"))
