@@ -70,12 +70,12 @@ class _Target:
         self.clip, self.tokenizer, self.params = clip, tokenizer, params or {}
 
 
-def sd1_clip(seed: int = 0):
+def sd1_clip(seed: int = 0, embedding_directory=None):
     """SD1.x CLIP-L text encoder (real architecture and tokenizer, random weights)."""
     torch.manual_seed(seed)
     with torch.inference_mode():
         clip = comfy.sd.CLIP(_Target(comfy.sd1_clip.SD1ClipModel, comfy.sd1_clip.SD1Tokenizer),
-                             model_options={"dtype": torch.float32})
+                             embedding_directory=embedding_directory, model_options={"dtype": torch.float32})
         random_init(clip.cond_stage_model, seed)
     return clip
 
