@@ -22,7 +22,7 @@ class StepReport:
     step_size: float
     iterations: int = 0
     losses: dict[str, float] = field(default_factory=dict)  # before the first update
-    final_total: Optional[float] = None  # after the last update's forward (refinement only)
+    final_total: Optional[float] = None  # loss at the latent the scheduled update started from
     skipped: list[str] = field(default_factory=list)  # why an image's update was dropped
 
     def line(self) -> str:
@@ -56,7 +56,9 @@ def gradient_step(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], 
         raise RuntimeError("the attention loss does not depend on the latent: no cross-attention layer was captured with gradients")
     ok = ok & _finite_rows(grad)
     for b in torch.nonzero(~ok).flatten().tolist():
-        report.skipped.append(f"image {b}: non-finite loss or gradient")
+        reason = f"image {b}: non-finite loss or gradient"
+        if reason not in report.skipped:
+            report.skipped.append(reason)
     grad = torch.where(ok[:, None, None, None], grad, torch.zeros_like(grad))
     updated = (x.detach() - step_size * grad).to(latent.dtype)
     return updated, {k: v.detach() for k, v in terms.items()}
@@ -73,7 +75,7 @@ def guided_update(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], 
     forward pass, so a Cancel stops within one of them.
     """
     report = StepReport(step=step, step_size=step_size)
-    x = latent
+    x, scheduled = latent, None
     if threshold is not None:
         for _ in range(max_iters):
             check_interrupt()
@@ -81,11 +83,14 @@ def guided_update(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], 
             report.losses = report.losses or _means(terms)
             need = terms["presence"] > 1.0 - threshold if "presence" in terms else torch.zeros_like(terms["total"], dtype=torch.bool)
             if not bool(need.any()):
+                scheduled = (x_new, terms)  # this pass already is the scheduled update of x
                 break
             x = torch.where(need[:, None, None, None], x_new, x)
             report.iterations += 1
-    check_interrupt()
-    x, terms = gradient_step(x, compute_terms, step_size, report)
+    if scheduled is None:
+        check_interrupt()
+        scheduled = gradient_step(x, compute_terms, step_size, report)
+    x, terms = scheduled
     report.losses = report.losses or _means(terms)
     report.final_total = float(terms["total"].float().mean())
     report.iterations += 1
