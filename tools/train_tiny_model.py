@@ -1,0 +1,744 @@
+#!/usr/bin/env python3
+"""Train the embedded tiny text-to-image model on synthetic shape scenes, and export it.
+
+Not part of the runtime pack: this builds ``models/ai_t2i_tiny_shapes.safetensors``,
+which ``nodes/host/tiny_model.py`` loads. Modules, key layout and config come from that
+file, so what is trained is exactly what the host later runs.
+
+Stages (each has its own wall-clock budget, checkpoints into ``--work`` every
+``--ckpt-minutes`` and resumes from there when rerun; a rerun with a larger budget
+continues training):
+
+``vae``
+    The TAESD-shaped autoencoder on renders from ``benchmarks/shapesbench/scenes.py``.
+    Loss: L1 on pixels, with shape pixels (the saturated ones: every ShapesBench colour
+    is saturated, every background near grey) weighted 5x, + MSE (punishes large colour
+    errors most) + L1 on horizontal/vertical pixel differences (keeps the flat shapes'
+    edges sharp without a perceptual network) + a small penalty that keeps every latent
+    channel near zero mean and unit spread (no KL term: TAESD style). Latents get a
+    little Gaussian noise half of the time, so the decoder tolerates the imperfect
+    latents a sampler produces. Every residual block starts as its skip path. On CPU it
+    trains on 64x64 crops (the network is fully convolutional; a crop costs a quarter
+    of a full image), 80% of them centred near a shape, since shapes cover a small
+    part of each render. Without the weighting and the object crops, 15 CPU minutes
+    gave an autoencoder that turned red into black and lost yellow; with them colours
+    are right after about 10.
+    At the end the latent statistics are measured on full renders and folded into the
+    checkpoint the way ``comfy.sd.VAE`` applies them: ``vae_shift`` = -mean (so
+    VAEEncode outputs centred latents), ``vae_scale`` = 1, and the LatentFormat
+    ``scale_factor`` = 1/std, so the UNet sees unit-variance latents.
+
+``unet``
+    UNet and CLIP text transformer trained jointly with the eps-prediction MSE of SD1
+    (the host's own discrete linear-beta sigmas, timesteps uniform over 0..999), on
+    latents from the frozen trained encoder. 10% of captions are replaced by "" (what
+    CLIPTextEncode of an empty negative prompt gives), so classifier-free guidance
+    works. AdamW, linear warm-up then cosine decay over the stage's time budget, EMA of
+    the weights (the EMA is what is exported). The per-example loss is weighted by
+    min-SNR-gamma (gamma 5), so the low-noise steps, which only refine edges, do not
+    drown out the mid/high-noise steps where colour, shape and layout are decided.
+    Encoding a 128x128 render through TAESD costs about twice its UNet training step, so
+    fresh examples flow through a replay buffer of encoded latents: each step encodes
+    ``--fresh`` new examples into the buffer and trains on ``--batch`` examples drawn
+    from it. Examples are rendered from ``numpy.random.default_rng([seed, index])``,
+    so the data is a deterministic function of the example index (and the batch draw
+    of the step index).
+
+``export``
+    Writes the single fp16 safetensors file (``--export PATH``) and, with
+    ``--preview PNG``, samples a grid of prompts through the host (comfy.sample,
+    euler, cfg 5, 20 steps) from the exported file.
+
+Examples::
+
+    # the committed model: one CPU thread, ~75 minutes
+    python tools/train_tiny_model.py --stage all --device cpu --threads 1 \\
+        --vae-minutes 18 --unet-minutes 55 --work .train_work \\
+        --export models/ai_t2i_tiny_shapes.safetensors --preview /tmp/tiny_preview.png
+    # more UNet training later: the same command with a larger --unet-minutes resumes
+    # on a GPU machine (rendering runs in worker processes):
+    python tools/train_tiny_model.py --stage all --device cuda --amp --threads 4 \\
+        --workers 14 --vae-crop 0 --vae-batch 64 --batch 256 --fresh 64 --buffer 60000 ...
+    python tools/train_tiny_model.py --stage export --work .train_work \\
+        --export models/ai_t2i_tiny_shapes.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup_paths(device: str):
+    """Put the host (COMFYUI_PATH or <repo>/.host/ComfyUI) and the repo on sys.path."""
+    host = os.environ.get("COMFYUI_PATH") or os.path.join(REPO, ".host", "ComfyUI")
+    if not os.path.isfile(os.path.join(host, "comfy", "sd.py")):
+        sys.exit(f"ComfyUI not found at {host}: set COMFYUI_PATH")
+    if host not in sys.path:
+        sys.path.insert(0, host)
+    if REPO not in sys.path:
+        sys.path.append(REPO)
+    import comfy.cli_args
+
+    # Must happen before comfy.model_management is imported: without a GPU the host
+    # only starts in CPU mode when told to.
+    if device == "cpu" or not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
+
+
+def _import_tiny_model():
+    """Import nodes/host/tiny_model.py by path: a plain ``import nodes`` would find the
+    host's own nodes.py, and the pack's package __init__ is not needed here."""
+    name = "ai_t2i_tiny_model"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "nodes", "host", "tiny_model.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _import_scenes():
+    from benchmarks.shapesbench import scenes
+
+    return scenes
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+_SCENES = None
+
+
+def render_example(seed_index):
+    """(uint8 image (128,128,3), caption) of example ``index`` -- deterministic."""
+    global _SCENES
+    if _SCENES is None:
+        _SCENES = _import_scenes()
+    seed, index = seed_index
+    rng = np.random.default_rng([seed, index])
+    scene, caption = _SCENES.training_example(rng)
+    image, _ = _SCENES.render(scene)
+    return image, caption
+
+
+def _worker_init(repo):
+    if repo not in sys.path:
+        sys.path.append(repo)
+    torch.set_num_threads(1)
+
+
+class ExampleSource:
+    """Examples by index, rendered in-process or by a worker pool that runs ahead."""
+
+    def __init__(self, seed: int, workers: int, chunk: int):
+        self.seed = seed
+        self.pool = None
+        self.pending = collections.deque()
+        self.next_submit = None
+        self.chunk = chunk
+        if workers > 0:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(REPO,))
+
+    def get(self, start: int, count: int):
+        """Examples start .. start+count-1 as (uint8 array (n,128,128,3), captions)."""
+        if self.pool is None:
+            items = [render_example((self.seed, i)) for i in range(start, start + count)]
+        else:
+            if self.next_submit != start:  # first call or a jump: restart the read-ahead
+                self.pending.clear()
+                self.next_submit = start
+            while len(self.pending) < 4:
+                idx = [(self.seed, i) for i in range(self.next_submit, self.next_submit + count)]
+                self.pending.append((self.next_submit, self.pool.map_async(render_example, idx, chunksize=8)))
+                self.next_submit += count
+            first, res = self.pending.popleft()
+            assert first == start, (first, start)
+            items = res.get()
+        images = np.stack([it[0] for it in items])
+        return images, [it[1] for it in items]
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.terminate()
+
+
+def to_tensor(images: np.ndarray, device) -> torch.Tensor:
+    """uint8 (n,H,W,3) -> float (n,3,H,W) in [0,1]."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def init_weights(module: torch.nn.Module):
+    """ComfyUI's ops skip weight initialisation; give every layer torch's default."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Embedding):
+            torch.nn.init.normal_(m.weight, std=0.02)
+        else:
+            for base in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.LayerNorm, torch.nn.GroupNorm):
+                if isinstance(m, base):
+                    base.reset_parameters(m)  # the torch class's, not ComfyUI's no-op override
+                    break
+
+
+def zero_init_unet_outputs(unet: torch.nn.Module):
+    """SD's init: residual branches and the final conv start at zero."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+    from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+
+    for m in unet.modules():
+        if isinstance(m, ResBlock):
+            last = m.out_layers[-1]
+        elif isinstance(m, SpatialTransformer):
+            last = m.proj_out
+        else:
+            continue
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+    torch.nn.init.zeros_(unet.out[-1].weight)
+    torch.nn.init.zeros_(unet.out[-1].bias)
+
+
+def saturated(x: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
+    """(n,1,H,W) 1 where a pixel is colourful: every ShapesBench colour is saturated and
+    every background is near grey, so this marks the shapes without needing masks."""
+    return ((x.amax(dim=1, keepdim=True) - x.amin(dim=1, keepdim=True)) > threshold).float()
+
+
+def object_crops(x: torch.Tensor, crop: int, g: np.random.Generator, p_object: float = 0.8) -> torch.Tensor:
+    """Random crops, most of them centred on a random colourful (shape) pixel."""
+    n, _, h, w = x.shape
+    sat = saturated(x)[:, 0].cpu().numpy()
+    out = []
+    for i in range(n):
+        ys, xs = np.nonzero(sat[i])
+        if len(ys) and g.random() < p_object:
+            k = g.integers(len(ys))
+            cy = int(ys[k]) + int(g.integers(-crop // 4, crop // 4 + 1))
+            cx = int(xs[k]) + int(g.integers(-crop // 4, crop // 4 + 1))
+            y0 = min(max(cy - crop // 2, 0), h - crop)
+            x0 = min(max(cx - crop // 2, 0), w - crop)
+        else:
+            y0 = int(g.integers(0, h - crop + 1))
+            x0 = int(g.integers(0, w - crop + 1))
+        out.append(x[i, :, y0:y0 + crop, x0:x0 + crop])
+    return torch.stack(out)
+
+
+def zero_init_taesd_blocks(taesd: torch.nn.Module):
+    """Start every TAESD residual block as its skip path (last conv of the branch = 0):
+    the 40-conv-deep plain-ReLU stack then trains much faster from scratch."""
+    from comfy.taesd.taesd import Block
+
+    for m in taesd.modules():
+        if isinstance(m, Block):
+            torch.nn.init.zeros_(m.conv[-1].weight)
+            torch.nn.init.zeros_(m.conv[-1].bias)
+
+
+def lr_at(base: float, step: int, warmup: int, frac: float, final: float = 0.1) -> float:
+    """Linear warm-up, then cosine decay to ``final * base`` over the time budget."""
+    w = min(1.0, (step + 1) / warmup)
+    frac = min(max(frac, 0.0), 1.0)
+    return base * w * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def atomic_save(obj, path: str):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def log(msg: str):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Stage: autoencoder
+# ---------------------------------------------------------------------------
+
+
+def train_vae(args, tm, cfg, device):
+    path = os.path.join(args.work, "vae.pt")
+    final_path = os.path.join(args.work, "vae_final.pt")
+    budget = 60.0 * (args.vae_minutes if args.vae_minutes is not None else args.minutes)
+    taesd = tm.build_taesd(cfg)
+    init_weights(taesd)
+    zero_init_taesd_blocks(taesd)
+    taesd.to(device)
+    params = list(taesd.taesd_encoder.parameters()) + list(taesd.taesd_decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.vae_lr, weight_decay=0.0)
+    step, elapsed, history = 0, 0.0, []
+    if os.path.exists(path):
+        ck = torch.load(path, map_location=device)
+        taesd.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed, history = ck["step"], ck["elapsed"], ck.get("history", [])
+        log(f"vae: resumed at step {step}, {elapsed / 60:.1f} of {budget / 60:.1f} min")
+    if elapsed >= budget and os.path.exists(final_path):
+        log("vae: budget already spent; keeping vae_final.pt")
+        return
+    batch, crop = args.vae_batch, args.vae_crop
+    source = ExampleSource(args.seed + 1, args.workers, batch)
+    t_start, t_ckpt, run_loss, run_n = time.time(), time.time(), 0.0, 0
+    taesd.train()
+    try:
+        while elapsed < budget:
+            images, _ = source.get(step * batch, batch)
+            x = to_tensor(images, device)
+            if crop and crop < x.shape[-1]:
+                x = object_crops(x, crop, np.random.default_rng([args.seed, 7, step]))
+            for group in opt.param_groups:
+                group["lr"] = lr_at(args.vae_lr, step, 100, elapsed / budget)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                z = taesd.taesd_encoder(x)
+            z = z.float()
+            zin = z
+            if args.vae_latent_noise > 0:
+                gate = (torch.rand(z.shape[0], 1, 1, 1, device=device) < 0.5).float()
+                zin = z + gate * args.vae_latent_noise * torch.randn_like(z)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                y = taesd.taesd_decoder(zin)
+            y = y.float()
+            # Shapes cover a small part of a render; weight their (saturated) pixels up so
+            # colour is learned early, and add MSE, which punishes large colour errors most.
+            weight = 1.0 + args.vae_fg_weight * saturated(x)
+            err = y - x
+            rec_w = (weight * err.abs()).mean() / weight.mean()
+            rec = err.abs().mean()
+            edge = ((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean() + \
+                   ((y[..., :, 1:] - y[..., :, :-1]) - (x[..., :, 1:] - x[..., :, :-1])).abs().mean()
+            mu = z.mean(dim=(0, 2, 3))
+            sd = z.std(dim=(0, 2, 3))
+            reg = mu.square().mean() + (sd - 1).square().mean()
+            loss = rec_w + err.square().mean() + 0.5 * edge + 0.01 * reg
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            run_loss += rec.item()
+            run_n += 1
+            now = time.time()
+            elapsed += now - t_start
+            t_start = now
+            if step % args.log_every == 0:
+                history.append((step, elapsed, run_loss / run_n))
+                log(f"vae step {step} l1 {run_loss / run_n:.4f} edge {edge.item():.4f} "
+                    f"z mean {mu.mean().item():+.2f} std {sd.mean().item():.2f} lr {opt.param_groups[0]['lr']:.2e} "
+                    f"{elapsed / 60:.1f}/{budget / 60:.0f} min")
+                run_loss, run_n = 0.0, 0
+            if now - t_ckpt > 60 * args.ckpt_minutes:
+                atomic_save({"model": taesd.state_dict(), "opt": opt.state_dict(), "step": step,
+                             "elapsed": elapsed, "history": history}, path)
+                t_ckpt = now
+    finally:
+        source.close()
+    atomic_save({"model": taesd.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                 "history": history}, path)
+    finalize_vae(args, tm, cfg, taesd, device, step, history)
+
+
+@torch.no_grad()
+def finalize_vae(args, tm, cfg, taesd, device, step, history):
+    """Measure latent statistics on full renders; fold them in as comfy.sd.VAE applies them."""
+    taesd.eval()
+    n = args.stat_images
+    source = ExampleSource(args.seed + 2, 0, n)
+    images, _ = source.get(10_000_000, n)
+    raws, recs = [], []
+    for i in range(0, n, 16):
+        x = to_tensor(images[i:i + 16], device)
+        z = taesd.taesd_encoder(x).float()
+        raws.append(z.cpu())
+        recs.append((taesd.taesd_decoder(z).float().clamp(0, 1) - x).abs().mean().item())
+    raw = torch.cat(raws)
+    mean = raw.mean().item()
+    std = (raw - mean).std().item()
+    with torch.no_grad():
+        taesd.vae_shift.fill_(-mean)
+        taesd.vae_scale.fill_(1.0)
+    scale_factor = 1.0 / std
+    # Latent2RGB preview: least squares from model-space latents to 8x8-mean RGB in [-1, 1].
+    zm = ((raw - mean) * scale_factor).permute(0, 2, 3, 1).reshape(-1, cfg.latent_channels)
+    rgb = F.avg_pool2d(to_tensor(images, "cpu"), cfg.vae_downscale) * 2 - 1
+    rgb = rgb.permute(0, 2, 3, 1).reshape(-1, 3)
+    a = torch.cat([zm, torch.ones(zm.shape[0], 1)], dim=1).double()
+    sol = torch.linalg.lstsq(a, rgb.double()).solution.float()
+    stats = {
+        "latent_raw_mean": mean,
+        "latent_raw_std": std,
+        "latent_channel_mean": raw.mean(dim=(0, 2, 3)).tolist(),
+        "latent_channel_std": raw.std(dim=(0, 2, 3)).tolist(),
+        "latent_scale_factor": scale_factor,
+        "latent_rgb_factors": [[round(v, 4) for v in row] for row in sol[:-1].tolist()],
+        "latent_rgb_factors_bias": [round(v, 4) for v in sol[-1].tolist()],
+        "recon_l1_full_images": float(np.mean(recs)),
+        "steps": step,
+    }
+    atomic_save({"model": taesd.state_dict(), "stats": stats, "history": history}, os.path.join(args.work, "vae_final.pt"))
+    log(f"vae: final {json.dumps(stats)}")
+
+
+def load_vae_final(args, tm, cfg, device):
+    path = os.path.join(args.work, "vae_final.pt")
+    if not os.path.exists(path):
+        sys.exit(f"{path} missing: run --stage vae first")
+    ck = torch.load(path, map_location=device)
+    taesd = tm.build_taesd(cfg)
+    taesd.load_state_dict(ck["model"])
+    taesd.to(device).eval().requires_grad_(False)
+    return taesd, ck["stats"], ck.get("history", [])
+
+
+# ---------------------------------------------------------------------------
+# Stage: UNet + text encoder
+# ---------------------------------------------------------------------------
+
+
+class Ema:
+    def __init__(self, modules, decay):
+        self.decay = decay
+        self.shadow = [copy.deepcopy(m).requires_grad_(False) for m in modules]
+
+    @torch.no_grad()
+    def update(self, modules, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, m in zip(self.shadow, modules):
+            for ps, pm in zip(s.parameters(), m.parameters()):
+                ps.lerp_(pm.detach(), 1 - d)
+
+
+def tokenize(tokenizer, captions):
+    out = []
+    for c in captions:
+        chunks = tokenizer.tokenize_with_weights(c)["l"]
+        out.append([t for t, _ in chunks[0]])  # captions are far below 77 tokens
+    return out
+
+
+def make_text_trainable(text: torch.nn.Module):
+    """Let autograd through the host's CLIP layers.
+
+    ``comfy.clip_model.CLIPLayer.forward`` adds its residuals in place (``x += ...``),
+    which is fine for inference but breaks backward through the preceding LayerNorm.
+    For training only, each layer instance gets the same computation written out of
+    place; the weights and the state dict are untouched, so the exported encoder runs
+    the host's own forward on identical math.
+    """
+
+    def out_of_place(layer):
+        def forward(x, mask=None, optimized_attention=None):
+            x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
+            return x + layer.mlp(layer.layer_norm2(x))
+
+        return forward
+
+    for layer in text.clip_l.transformer.text_model.encoder.layers:
+        layer.forward = out_of_place(layer)
+
+
+def build_unet_stage(args, tm, cfg, device):
+    unet = tm.build_unet(cfg)
+    init_weights(unet)
+    zero_init_unet_outputs(unet)
+    text = tm.build_text_model(cfg)
+    init_weights(text)
+    with torch.no_grad():  # SD1 checkpoints do not use the projection; keep it an identity
+        text.clip_l.transformer.text_projection.weight.copy_(torch.eye(cfg.text_width))
+    text.requires_grad_(True)
+    text.clip_l.transformer.text_projection.requires_grad_(False)
+    text.clip_l.logit_scale.requires_grad_(False)
+    return unet.to(device), text.to(device)
+
+
+def host_sigmas(cfg):
+    import comfy.model_sampling
+
+    class _Settings:
+        sampling_settings = cfg.sampling_settings()
+
+    return comfy.model_sampling.ModelSamplingDiscrete(_Settings()).sigmas.clone()
+
+
+def train_unet(args, tm, cfg, device):
+    path = os.path.join(args.work, "unet.pt")
+    budget = 60.0 * (args.unet_minutes if args.unet_minutes is not None else args.minutes)
+    taesd, stats, _ = load_vae_final(args, tm, cfg, device)
+    scale = stats["latent_scale_factor"]
+    unet, text = build_unet_stage(args, tm, cfg, device)
+    make_text_trainable(text)
+    tokenizer = tm.build_tokenizer(cfg)
+    empty_tokens = tokenize(tokenizer, [""])[0]
+    trainable = [p for p in list(unet.parameters()) + list(text.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=args.unet_lr, weight_decay=0.01)
+    ema = Ema([unet, text], args.ema)
+    sigmas = host_sigmas(cfg).to(device)
+
+    cap = args.buffer
+    buf_lat = torch.zeros(cap, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=device)
+    buf_tok = [None] * cap
+    buf_cap = [None] * cap
+    step, elapsed, produced, history = 0, 0.0, 0, []
+    if os.path.exists(path):
+        ck = torch.load(path, map_location=device, weights_only=False)
+        unet.load_state_dict(ck["unet"])
+        text.load_state_dict(ck["text"])
+        for s, sd in zip(ema.shadow, ck["ema"]):
+            s.load_state_dict(sd)
+        opt.load_state_dict(ck["opt"])
+        step, elapsed, produced, history = ck["step"], ck["elapsed"], ck["produced"], ck.get("history", [])
+        n = min(produced, cap)
+        buf_lat[:n] = ck["buf_lat"][:n].to(device).float()
+        buf_tok[:n] = ck["buf_tok"][:n]
+        buf_cap[:n] = ck["buf_cap"][:n]
+        log(f"unet: resumed at step {step}, {produced} examples, {elapsed / 60:.1f} of {budget / 60:.1f} min")
+    if elapsed >= budget:
+        log("unet: budget already spent")
+        return
+
+    def save():
+        n = min(produced, cap)
+        atomic_save({"unet": unet.state_dict(), "text": text.state_dict(), "ema": [s.state_dict() for s in ema.shadow],
+                     "opt": opt.state_dict(), "step": step, "elapsed": elapsed, "produced": produced,
+                     "history": history, "buf_lat": buf_lat[:n].half().cpu(), "buf_tok": buf_tok[:n],
+                     "buf_cap": buf_cap[:n], "vae_stats": stats}, path)
+
+    @torch.no_grad()
+    def produce(count):
+        nonlocal produced
+        images, caps = source.get(produced, count)
+        lat = []
+        for i in range(0, count, 64):
+            x = to_tensor(images[i:i + 64], device)
+            # TAESD.encode is exactly what comfy.sd.VAE runs (input in [-1, 1]);
+            # * scale is LatentFormat.process_in.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                z = taesd.encode(x * 2 - 1)
+            lat.append(z.float() * scale)
+        lat = torch.cat(lat)
+        toks = tokenize(tokenizer, caps)
+        for j in range(count):
+            slot = (produced + j) % cap
+            buf_lat[slot] = lat[j]
+            buf_tok[slot] = toks[j]
+            buf_cap[slot] = caps[j]
+        produced += count
+
+    source = ExampleSource(args.seed, args.workers, args.fresh)
+    unet.train()
+    text.train()
+    t_start, t_ckpt, run_loss, run_n = time.time(), time.time(), 0.0, 0
+    try:
+        if produced < args.batch:
+            produce(max(args.batch, args.fresh) - produced)
+        while elapsed < budget:
+            produce(args.fresh)
+            g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+            n = min(produced, cap)
+            idx = torch.randint(0, n, (args.batch,), generator=g)
+            drop = torch.rand(args.batch, generator=g) < args.caption_dropout
+            t = torch.randint(0, len(sigmas), (args.batch,), generator=g).to(device)
+            x0 = buf_lat[idx.to(device)]
+            noise = torch.randn(x0.shape, generator=g).to(device)
+            tokens = [empty_tokens if drop[i] else buf_tok[int(idx[i])] for i in range(args.batch)]
+            sigma = sigmas[t].view(-1, 1, 1, 1)
+            x_in = (x0 + sigma * noise) / (sigma ** 2 + 1).sqrt()  # = EPS.calculate_input
+            for group in opt.param_groups:
+                group["lr"] = lr_at(args.unet_lr, step, args.warmup, elapsed / budget)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                context, _ = text.clip_l(tokens)
+                pred = unet(x_in, timesteps=t.float(), context=context)
+            per = (pred.float() - noise).square().mean(dim=(1, 2, 3))
+            if args.min_snr > 0:
+                # Min-SNR-gamma weighting for eps prediction: min(SNR, gamma) / SNR with
+                # SNR = 1 / sigma^2. Low-noise steps (fine detail) stop dominating, so the
+                # layout/colour/shape decisions made at mid and high noise learn faster.
+                snr = 1.0 / sigma.view(-1) ** 2
+                per = per * torch.clamp(snr, max=args.min_snr) / snr
+            loss = per.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            opt.step()
+            ema.update([unet, text], step)
+            step += 1
+            run_loss += loss.item()
+            run_n += 1
+            now = time.time()
+            elapsed += now - t_start
+            t_start = now
+            if step % args.log_every == 0:
+                history.append((step, elapsed, run_loss / run_n))
+                log(f"unet step {step} loss {run_loss / run_n:.4f} examples {produced} "
+                    f"lr {opt.param_groups[0]['lr']:.2e} {elapsed / 60:.1f}/{budget / 60:.0f} min")
+                run_loss, run_n = 0.0, 0
+            if now - t_ckpt > 60 * args.ckpt_minutes:
+                save()
+                t_ckpt = now
+    finally:
+        source.close()
+    save()
+    log(f"unet: stopped at step {step}, {produced} examples, {elapsed / 60:.1f} min")
+
+
+# ---------------------------------------------------------------------------
+# Stage: export (+ preview through the host)
+# ---------------------------------------------------------------------------
+
+
+def export(args, tm, cfg):
+    device = torch.device("cpu")
+    taesd, stats, vae_hist = load_vae_final(args, tm, cfg, device)
+    path = os.path.join(args.work, "unet.pt")
+    if not os.path.exists(path):
+        sys.exit(f"{path} missing: run --stage unet first")
+    ck = torch.load(path, map_location=device, weights_only=False)
+    unet, text = build_unet_stage(args, tm, cfg, device)
+    src = ck["ema"] if args.export_weights == "ema" else [ck["unet"], ck["text"]]
+    unet.load_state_dict(src[0])
+    text.load_state_dict(src[1])
+    cfg = copy.deepcopy(cfg)
+    cfg.latent_scale_factor = stats["latent_scale_factor"]
+    cfg.latent_rgb_factors = stats["latent_rgb_factors"]
+    cfg.latent_rgb_factors_bias = stats["latent_rgb_factors_bias"]
+    hist = ck.get("history", [])
+    cfg.notes = {
+        "data": "benchmarks/shapesbench/scenes.py training_example, seed %d" % args.seed,
+        "vae_steps": stats.get("steps"),
+        "vae_recon_l1": round(stats.get("recon_l1_full_images", float("nan")), 5),
+        "unet_steps": ck["step"],
+        "unet_examples": ck["produced"],
+        "unet_minutes": round(ck["elapsed"] / 60, 1),
+        "unet_final_loss": round(hist[-1][2], 5) if hist else None,
+        "weights": args.export_weights,
+    }
+    size = tm.save_tiny_model(args.export, cfg, unet, text, taesd)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    log(f"exported {args.export}: {size / 1e6:.2f} MB; params unet {n(unet)}, text {n(text)}, "
+        f"vae {n(taesd.taesd_encoder) + n(taesd.taesd_decoder)}")
+    if size > tm.MAX_FILE_BYTES:
+        log(f"WARNING: file exceeds the {tm.MAX_FILE_BYTES / 1e6:.0f} MB budget")
+
+
+PREVIEW_PROMPTS = [
+    "a red circle", "a blue square", "a green triangle", "a yellow star", "a cyan heart", "a purple cross",
+    "a green circle", "a red square",
+    "a red circle and a blue square", "a yellow star and a green heart", "a purple triangle and a cyan circle",
+    "a blue cross and a red heart",
+]
+
+
+def preview(model_path: str, png: str, seeds: int = 4, steps: int = 20, cfg_scale: float = 5.0, prompts=None):
+    """Grid: one row per prompt, ``seeds`` columns; sampled exactly as KSampler does."""
+    import comfy.sample
+    from PIL import Image, ImageDraw
+
+    tm = _import_tiny_model()
+    prompts = prompts or PREVIEW_PROMPTS
+    with torch.inference_mode():
+        model, clip, vae = tm.load_tiny_model(model_path)
+        neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        rows = []
+        for p in prompts:
+            cond = clip.encode_from_tokens_scheduled(clip.tokenize(p))
+            latent = torch.zeros(seeds, 4, 16, 16)
+            noise = torch.cat([comfy.sample.prepare_noise(latent[:1], s) for s in range(seeds)])
+            out = comfy.sample.sample(model, noise, steps, cfg_scale, "euler", "normal", cond, neg, latent,
+                                      seed=0, disable_pbar=True)
+            rows.append((vae.decode(out).clamp(0, 1) * 255).round().byte().cpu().numpy())
+    label_w, cell = 230, 128
+    grid = Image.new("RGB", (label_w + cell * seeds, cell * len(prompts)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (p, imgs) in enumerate(zip(prompts, rows)):
+        draw.text((4, r * cell + cell // 2 - 6), p, fill="black")
+        for c in range(seeds):
+            grid.paste(Image.fromarray(imgs[c]), (label_w + c * cell, r * cell))
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    grid.save(png)
+    log(f"preview written to {png}")
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stage", choices=["vae", "unet", "export", "all"], default="all",
+                    help="all = vae, unet, then export if --export is given")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--workers", type=int, default=0, help="render worker processes (0: render in-process)")
+    ap.add_argument("--minutes", type=float, default=10.0, help="time budget per stage (wall clock)")
+    ap.add_argument("--vae-minutes", type=float, default=None)
+    ap.add_argument("--unet-minutes", type=float, default=None)
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--work", default=os.path.join(REPO, ".train_work"))
+    ap.add_argument("--export", default=None, help="write the final fp16 safetensors here")
+    ap.add_argument("--export-weights", choices=["ema", "raw"], default="ema")
+    ap.add_argument("--preview", default=None, help="after export, sample a prompt grid to this PNG")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (cuda)")
+    ap.add_argument("--vae-batch", type=int, default=8)
+    ap.add_argument("--vae-crop", type=int, default=64, help="random crop side for AE training (0: full image)")
+    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--vae-latent-noise", type=float, default=0.1)
+    ap.add_argument("--vae-fg-weight", type=float, default=4.0, help="extra L1 weight on shape (saturated) pixels")
+    ap.add_argument("--stat-images", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--fresh", type=int, default=3, help="new examples encoded into the replay buffer per step")
+    ap.add_argument("--buffer", type=int, default=6000, help="replay buffer size (examples)")
+    ap.add_argument("--unet-lr", type=float, default=8e-4)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-gamma loss weighting (0: plain MSE)")
+    args = ap.parse_args(argv)
+
+    _setup_paths(args.device)
+    torch.set_num_threads(args.threads)
+    tm = _import_tiny_model()
+    cfg = tm.TinyModelConfig()
+    os.makedirs(args.work, exist_ok=True)
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    log(f"config {cfg.to_json()}")
+    log(f"args {vars(args)}")
+    if args.stage in ("vae", "all"):
+        train_vae(args, tm, cfg, device)
+    if args.stage in ("unet", "all"):
+        train_unet(args, tm, cfg, device)
+    if args.stage == "export" or (args.stage == "all" and args.export):
+        if not args.export:
+            sys.exit("--stage export needs --export PATH")
+        export(args, tm, cfg)
+        if args.preview:
+            preview(args.export, args.preview)
+
+
+if __name__ == "__main__":
+    main()
