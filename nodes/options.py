@@ -10,7 +10,7 @@ GUIDANCE_INPUTS = {
     "method": (list(PRESETS), {"default": "AI-T2I", "tooltip":
         "Loss preset. AI-T2I: isolation + aggregation + presence + attribute alignment. The 'only' variants drop a "
         "term (ablations). Attend-and-Excite: presence only, with iterative refinement (a baseline)."}),
-    "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip":
+    "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.05, "tooltip":
         "Multiplies every update's step size. 0 turns guidance off: the output is then exactly the base sampler's."}),
     "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
         "First guided step, as a fraction of the sampling steps."}),

@@ -44,7 +44,8 @@ def custom_sampling_graph(source: dict, prompt: str, subjects: str, attributes: 
 
 def comparison_graph(source: dict, prompt: str, subjects: str, attributes: str = "", seed: int = 0,
                      steps: int = 20, cfg: float = 7.5, size: int = 512, sampler: str = "euler",
-                     scheduler: str = "normal", method: str = "AI-T2I", prefix: str = "compare") -> dict:
+                     scheduler: str = "normal", method: str = "AI-T2I", prefix: str = "compare",
+                     strength: float = 1.0) -> dict:
     """Vanilla KSampler and KSampler (AI-T2I) from the same seed, side by side."""
     g = model_source(source)
     common = dict(seed=seed, steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler,
@@ -54,7 +55,7 @@ def comparison_graph(source: dict, prompt: str, subjects: str, attributes: str =
         "3": _n("CLIPTextEncode", clip=["1", 1], text=""),
         "4": _n("EmptyLatentImage", width=size, height=size, batch_size=1),
         "5": _n("KSampler", model=["1", 0], positive=["2", 0], **common),
-        "6": _n("AIT2IKSampler", model=["1", 0], positive=["2", 0], method=method, strength=1.0,
+        "6": _n("AIT2IKSampler", model=["1", 0], positive=["2", 0], method=method, strength=strength,
                 start_percent=0.0, end_percent=0.5, **common),
         "7": _n("VAEDecode", samples=["5", 0], vae=["1", 2]),
         "8": _n("VAEDecode", samples=["6", 0], vae=["1", 2]),
