@@ -40,7 +40,7 @@ def main():
         source, size = {"tiny": TINY.name}, 128
         prompt = args.prompt or "a red circle and a blue square"
         subjects = args.subjects or "circle, square"
-        steps = args.steps or 30
+        steps = args.steps or 20
         print(f"model: embedded tiny shapes model ({TINY.name})")
     else:
         from tools import random_models
