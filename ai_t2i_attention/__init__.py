@@ -4,6 +4,7 @@ Imports nothing from the host; everything here works on plain tensors.
 """
 from .guidance import StepReport, gradient_step, guided_update
 from .losses import LOSSES, PRESETS, LossWeights, Preset, preset_weights
+from . import baselines  # registers Divide & Bind, A-STAR and CONFORM into LOSSES / PRESETS
 from .maps import AttentionRecorder, SubjectMaps, TokenGroups, attention_probabilities, gaussian_smooth, subject_maps
 from .regions import Regions, centroid, find_regions
 from .schedule import ATTEND_AND_EXCITE_REFINEMENT, GuidanceSchedule

@@ -12,11 +12,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from .layout import layout_inner_term, layout_outer_term, region_anchor
 from .maps import SubjectMaps
 from .regions import centroid, find_regions
 
@@ -38,6 +39,11 @@ class LossWeights:
     radius: float = 5.0
     attribute_regions: int = 3
     attribute_radius: float = 6.0
+    # Layout (only when the maps carry regions, see layout.py): BoxDiff-style inner and
+    # outer terms, top-k over this fraction of a region's pixels.
+    layout_inner: float = 1.0
+    layout_outer: float = 1.0
+    layout_topk: float = 0.2
 
     def scaled_radius(self, radius: float, side: int) -> float:
         return radius * side / 16.0
@@ -69,12 +75,23 @@ def _consolidation(maps: torch.Tensor, k: int, radius: float, anchor: torch.Tens
 
 
 def aggregation_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
-    """Sum over subjects of the consolidation of each raw subject map -> (B,)."""
+    """Sum over subjects of the consolidation of each raw subject map -> (B,).
+
+    A subject with a layout region consolidates toward its region's centroid instead of
+    its own main peak: the aggregation target becomes the region.
+    """
     raw = maps.raw
     radius = w.scaled_radius(w.radius, raw.shape[-1])
     total = raw.new_zeros(raw.shape[0])
+    anchors = has = None
+    if maps.regions is not None:
+        regions = maps.regions.to(raw).expand(raw.shape[0], -1, -1, -1)
+        anchors, has = region_anchor(regions), regions.flatten(2).sum(-1) > 0
     for s in range(raw.shape[1]):
-        total = total + _consolidation(raw[:, s], w.regions, radius)
+        if anchors is not None and bool(has[:, s].all()):
+            total = total + _consolidation(raw[:, s], w.regions, radius, anchor=anchors[:, s])
+        else:
+            total = total + _consolidation(raw[:, s], w.regions, radius)
     return total
 
 
@@ -128,6 +145,8 @@ TERMS: dict[str, Callable[[SubjectMaps, LossWeights], torch.Tensor]] = {
     "aggregation": aggregation_term,
     "presence": presence_term,
     "attribute": attribute_term,
+    "layout_inner": layout_inner_term,
+    "layout_outer": layout_outer_term,
 }
 
 
@@ -146,8 +165,12 @@ def weighted_terms(maps: SubjectMaps, w: LossWeights, names) -> dict[str, torch.
 
 
 def ai_t2i_loss(maps: SubjectMaps, w: LossWeights) -> dict[str, torch.Tensor]:
-    """AI-T2I: isolation + aggregation + presence + attribute alignment."""
-    return weighted_terms(maps, w, ("isolation", "aggregation", "presence", "attribute"))
+    """AI-T2I: isolation + aggregation + presence + attribute alignment (+ the layout
+    terms when the maps carry regions)."""
+    names = ("isolation", "aggregation", "presence", "attribute")
+    if maps.regions is not None:
+        names += ("layout_inner", "layout_outer")
+    return weighted_terms(maps, w, names)
 
 
 def attend_and_excite_loss(maps: SubjectMaps, w: LossWeights) -> dict[str, torch.Tensor]:
@@ -165,11 +188,16 @@ LOSSES: dict[str, Callable[[SubjectMaps, LossWeights], dict[str, torch.Tensor]]]
 
 @dataclass(frozen=True)
 class Preset:
-    """A named method: which loss, its weights, and whether it refines iteratively."""
+    """A named method: which loss, its weights, and whether it refines iteratively.
+
+    refinement: the method's own refinement points (position -> threshold, see
+    schedule.GuidanceSchedule); None uses Attend-and-Excite's.
+    """
 
     loss: str
     weights: LossWeights
     refine: bool
+    refinement: Optional[dict] = None
 
 
 PRESETS: dict[str, Preset] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -112,12 +113,21 @@ class SubjectMaps:
     smoothed:  (B, S, H, W) token-renormalised (x100 softmax over text tokens), summed over
                the subject's tokens, Gaussian-smoothed: the presence term's maps.
     attribute: (B, P, H, W) raw maps of attribute words; attribute_of: (P,) subject index.
+    regions:   optional (B or 1, S, H, W) soft layout regions in [0, 1] (layout.py); an all-zero
+               plane leaves that subject unconstrained. None: no layout.
+    attribute_smoothed: optional (B, P, H, W) attribute maps made like `smoothed`
+               (baselines.py reads them; None falls back to `attribute`).
+    previous:  optional (B, S, H, W) `smoothed` maps of the previous guided step, set by a
+               host that keeps them (A-STAR retention, CONFORM); None: no earlier step.
     """
 
     raw: torch.Tensor
     smoothed: torch.Tensor
     attribute: torch.Tensor
     attribute_of: tuple[int, ...]
+    regions: Optional[torch.Tensor] = None
+    attribute_smoothed: Optional[torch.Tensor] = None
+    previous: Optional[torch.Tensor] = None
 
 
 def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 100.0) -> SubjectMaps:
@@ -144,4 +154,10 @@ def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 10
         attribute = torch.stack([avg[..., list(c)].mean(-1) for c, _ in groups.attributes], dim=1)
     else:
         attribute = raw.new_zeros(raw.shape[0], 0, *raw.shape[2:])
-    return SubjectMaps(raw, smoothed, attribute, tuple(s for _, s in groups.attributes))
+    attr_idx = [[where[c] for c in cols if c in where] for cols, _ in groups.attributes]
+    attribute_smoothed = None
+    if all(attr_idx):  # attribute words in the text columns: renormalised like the subjects
+        attribute_smoothed = (gaussian_smooth(torch.stack([renorm[..., i].sum(-1) for i in attr_idx], dim=1))
+                              if attr_idx else attribute)
+    return SubjectMaps(raw, smoothed, attribute, tuple(s for _, s in groups.attributes),
+                       attribute_smoothed=attribute_smoothed)

@@ -97,6 +97,13 @@ def resolve(prompt_text: str, prompt: Tokenization, tokenize_word: Callable[[str
         if not keys:
             raise SubjectError(f"{role} {word!r} produces no tokens: type a word of the prompt")
         cols = find_columns(prompt, keys, nth)
+        if cols is None and base.isdigit():
+            raise SubjectError(f"{role} {base!r} looks like a token index, and no such word is in the prompt: "
+                               f"type the {role} words themselves (e.g. 'cat, dog'), not their token positions")
+        if cols is None and not prompt.text_columns():
+            raise SubjectError(f"{role} {base!r} is not in the prompt. Words in the prompt: (empty prompt). "
+                               f"Write a prompt that names the {role} (e.g. 'a photo of a {base}') and list its "
+                               f"words here.")
         if cols is None:
             where = f"occurrence {nth} of " if nth > 1 else ""
             raise SubjectError(f"{role} {where}{base!r} is not in the prompt. Words in the prompt: "

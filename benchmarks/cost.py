@@ -1,12 +1,15 @@
 """Cost of AI-T2I guidance next to plain sampling, measured side by side in one run.
 
 For each model: seconds per image and peak memory of plain sampling, AI-T2I (this
-pack's path), AI-T2I without the early stop, the guidance pass at every step (what the
-reference code pays), and the Attend-and-Excite preset. Same model, seed, resolution,
-sampler and steps for every row; ratios are to plain sampling of the same run.
+pack's path), and AI-T2I with one of its savings taken away at a time (each row says
+which: the guidance forward run to the end of the UNet; the host's own attention kernel
+in the guidance pass; a guidance pass at every step, as the reference code does), and
+the Attend-and-Excite preset. Same model, seed, resolution, sampler and steps for every
+row; ratios are to plain sampling of the same run. Targets: time <= 1.35x, memory <= 1.3x.
 
-    python benchmarks/cost.py --models sd15,sdxl --size 256 --steps 10           # CPU
+    python benchmarks/cost.py --models sd15,tiny:128 --size 512 --steps 10      # CPU
     python benchmarks/cost.py --models sd15 --size 512 --steps 50 --dtype fp16    # GPU
+    python benchmarks/cost.py --models sdxl --size 1024 --steps 50 --dtype fp16   # GPU
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import pathlib
 import sys
 import threading
 import time
+from dataclasses import replace
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
@@ -77,12 +81,14 @@ def build(name, device, dtype):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="sd15,sdxl")
+    ap.add_argument("--models", default="sd15,sdxl,tiny:128",
+                    help="comma separated; name:size overrides --size for that model (tiny is a 128 px model)")
     ap.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size / 8)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--methods", default="plain,ai_t2i,ai_t2i_full_pass,every_step,attend_and_excite")
+    ap.add_argument("--methods", default="plain,ai_t2i,ai_t2i_full_pass,ai_t2i_host_attention,every_step,"
+                                         "attend_and_excite")
     args = ap.parse_args()
 
     from comfy_host import import_pack
@@ -101,23 +107,28 @@ def main():
     device = comfy.model_management.get_torch_device()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     base = dict(method="AI-T2I", strength=1.0, start_percent=0.0, end_percent=0.5)
+    ai_t2i = options.settings_from_inputs(**base)
     variants = {
         "plain": None,
-        "ai_t2i": options.settings_from_inputs(**base),
-        "ai_t2i_full_pass": sampling.GuidanceSettings(**{**options.settings_from_inputs(**base).__dict__,
-                                                          "stop_early": False}),
+        "ai_t2i": ai_t2i,
+        "ai_t2i_full_pass": replace(ai_t2i, stop_early=False),
+        "ai_t2i_host_attention": replace(ai_t2i, fused_attention=False),
         "every_step": options.settings_from_inputs(**{**base, "end_percent": 1.0}),
         "attend_and_excite": options.settings_from_inputs(**{**base, "method": "Attend-and-Excite"}),
     }
     methods = args.methods.split(",")
-    print(f"device={device} dtype={args.dtype} size={args.size} steps={args.steps} sampler=euler cfg=7.5 "
-          f"torch={torch.__version__}")
+    print(f"device={device} dtype={args.dtype} models={args.models} size={args.size} steps={args.steps} "
+          f"sampler=euler cfg=7.5 "
+          f"guided steps={len(ai_t2i.schedule.guided_steps(args.steps))} torch={torch.__version__} "
+          f"threads={torch.get_num_threads()}", flush=True)
     rows = []
-    for name in args.models.split(","):
+    for spec in args.models.split(","):
+        name, _, size = spec.partition(":")
+        size = int(size or args.size)
         model, clip = build(name, device, dtype)
         patched = attention.install_hooks(model)
         pos, neg = encode_subjects(pack, clip, "a cat and a dog", "cat, dog")
-        lat = args.size // 8
+        lat = size // 8
         latent = torch.zeros(1, 4, lat, lat)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", args.steps)
         noise = comfy.sample.prepare_noise(latent, 0)
@@ -136,6 +147,7 @@ def main():
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     dt = time.perf_counter() - t0
+                print(f"  {name} round {rep} {method}: {dt:.2f} s, {mem.mib:.0f} MiB", flush=True)
                 if rep > 0 or args.repeats == 0:
                     r = results.setdefault(method, {"s": [], "mib": []})
                     r["s"].append(dt)
@@ -144,15 +156,21 @@ def main():
         plain_m = max(results["plain"]["mib"]) if "plain" in results else None
         for method in methods:
             s, mib = min(results[method]["s"]), max(results[method]["mib"])
-            rows.append((name, method, s, mib, s / plain_s if plain_s else float("nan"),
+            rows.append((f"{name} {size}px", method, s, mib, s / plain_s if plain_s else float("nan"),
                          mib / plain_m if plain_m else float("nan")))
+        print_table(rows[-len(methods):])
         del model, patched, clip
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
-    print(f"| model | method | s/image | peak MiB | time x plain | memory x plain |")
-    print(f"|---|---|---|---|---|---|")
+    print("all models:")
+    print_table(rows)
+
+
+def print_table(rows):
+    print("| model | method | s/image | peak MiB | time x plain | memory x plain |")
+    print("|---|---|---|---|---|---|")
     for name, method, s, mib, rt, rm in rows:
-        print(f"| {name} | {method} | {s:.2f} | {mib:.0f} | {rt:.2f} | {rm:.2f} |")
+        print(f"| {name} | {method} | {s:.2f} | {mib:.0f} | {rt:.2f} | {rm:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

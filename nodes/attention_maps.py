@@ -1,18 +1,24 @@
 """AI-T2I Attention Maps: per-subject heatmaps of a guided run, for the image preview."""
 from __future__ import annotations
 
+import torch
+
 from ..ai_t2i_attention import parse_list
+from ..ai_t2i_attention.preview import heatmaps
 from .host.sampling import GuidedSampler
-from .ksampler import maps_image
 
 
 class AIT2IAttentionMaps:
     DESCRIPTION = ("Shows where each subject attended during the last run of an AI-T2I Guided Sampler: one heatmap "
-                   "per subject and image, optionally over the decoded image.")
+                   "per subject and image, optionally over the decoded image. With 'AI-T2I Record Maps After "
+                   "Guidance' between the Guided Sampler and SamplerCustom, each step shows the maps before and "
+                   "after its update.")
     CATEGORY = "sampling/AI-T2I"
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("attention_maps", "loss_log")
-    OUTPUT_TOOLTIPS = ("Heatmaps, subjects in the order typed, for each chosen step.", "The loss per guided step.")
+    OUTPUT_TOOLTIPS = ("Heatmaps in this order: for each chosen step, the maps before the update (then, if recorded, "
+                       "after it); within each, image by image, the subjects in the order typed. The node's text "
+                       "lists the order.", "The loss per guided step.")
     FUNCTION = "render"
 
     @classmethod
@@ -47,5 +53,21 @@ class AIT2IAttentionMaps:
                 raise ValueError(f"steps {absent} were not guided; guided steps: {keys}")
         if images is not None and images.shape[0] != next(iter(record.maps.values())).shape[0]:
             images = None
+        tiles, legend = before_after_tiles(record, chosen, images)
         log_text = record.log_text()
-        return {"ui": {"text": [log_text]}, "result": (maps_image(record, chosen, images), log_text)}
+        return {"ui": {"text": [legend + "\n" + log_text]}, "result": (tiles, log_text)}
+
+
+def before_after_tiles(record, steps: list[int], images=None) -> tuple[torch.Tensor, str]:
+    """(N, H, W, 3) heatmaps of the chosen steps, before and (where recorded) after the
+    update, and a text legend of the order. images: optional (B, H, W, 3) to draw over."""
+    size = tuple(images.shape[1:3]) if images is not None else (256, 256)
+    parts, rows = [], []
+    for k in steps:
+        for when, maps in (("before", record.maps.get(k)), ("after", record.maps_after.get(k))):
+            if maps is None:
+                continue
+            parts.append(heatmaps(maps, size, images))
+            rows.append(f"step {k} {when} update: " + ", ".join(
+                f"image {b} {s}" for b in range(maps.shape[0]) for s in record.subjects))
+    return torch.cat(parts, dim=0), "tiles in order:\n" + "\n".join(rows)

@@ -9,7 +9,11 @@ from .host.sampling import LAYER_SETS, LEVELS, GuidanceSettings
 GUIDANCE_INPUTS = {
     "method": (list(PRESETS), {"default": "AI-T2I", "tooltip":
         "Loss preset. AI-T2I: isolation + aggregation + presence + attribute alignment. The 'only' variants drop a "
-        "term (ablations). Attend-and-Excite: presence only, with iterative refinement (a baseline)."}),
+        "term (ablations). Baselines: Attend-and-Excite (presence only, iterative refinement); Divide & Bind "
+        "(total-variation attendance + JSD attribute binding, refinement); A-STAR (segregation of subjects' maps + "
+        "retention of the previous step's maps; the first guided step has no previous maps); CONFORM (contrastive "
+        "loss: attributes with their subject, subjects apart; with no attribute words only the previous step's "
+        "maps give it something to pull on)."}),
     "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.05, "tooltip":
         "Multiplies every update's step size. 0 turns guidance off: the output is then exactly the base sampler's."}),
     "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
@@ -41,6 +45,7 @@ def settings_from_inputs(method: str, strength: float, start_percent: float, end
     preset = preset_weights(method, isolation_metric=isolation_metric)
     if refinement != "preset":
         preset = replace(preset, refine=refinement == "on")
+    points = preset.refinement or ATTEND_AND_EXCITE_REFINEMENT  # the method's own refinement points, if any
     schedule = GuidanceSchedule(start=start_percent, end=end_percent, scale_factor=scale_factor,
-                                refinement=dict(ATTEND_AND_EXCITE_REFINEMENT) if preset.refine else {})
+                                refinement=dict(points) if preset.refine else {})
     return GuidanceSettings(preset=preset, schedule=schedule, strength=strength, level=level, layers=layers)

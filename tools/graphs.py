@@ -42,25 +42,95 @@ def custom_sampling_graph(source: dict, prompt: str, subjects: str, attributes: 
     return g
 
 
-def comparison_graph(source: dict, prompt: str, subjects: str, attributes: str = "", seed: int = 0,
-                     steps: int = 20, cfg: float = 7.5, size: int = 512, sampler: str = "euler",
-                     scheduler: str = "normal", method: str = "AI-T2I", prefix: str = "compare",
-                     strength: float = 1.0) -> dict:
-    """Vanilla KSampler and KSampler (AI-T2I) from the same seed, side by side."""
+def ksampler_graph(source: dict, prompt: str, subjects: str, attributes: str = "", seed: int = 0,
+                   steps: int = 20, cfg: float = 7.5, size: int = 512, sampler: str = "euler",
+                   scheduler: str = "normal", method: str = "AI-T2I", prefix: str = "ai_t2i",
+                   strength: float = 1.0) -> dict:
+    """The one-node form: subject prompt -> KSampler (AI-T2I) -> decode, save; also saves its maps.
+    (Ids 5, 7 and 9 are left for the vanilla branch that comparison_graph adds.)"""
     g = model_source(source)
-    common = dict(seed=seed, steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler,
-                  negative=["3", 0], latent_image=["4", 0], denoise=1.0)
     g.update({
         "2": _n("AIT2ISubjectPrompt", clip=["1", 1], text=prompt, subjects=subjects, attributes=attributes),
         "3": _n("CLIPTextEncode", clip=["1", 1], text=""),
         "4": _n("EmptyLatentImage", width=size, height=size, batch_size=1),
-        "5": _n("KSampler", model=["1", 0], positive=["2", 0], **common),
-        "6": _n("AIT2IKSampler", model=["1", 0], positive=["2", 0], method=method, strength=strength,
-                start_percent=0.0, end_percent=0.5, **common),
-        "7": _n("VAEDecode", samples=["5", 0], vae=["1", 2]),
+        "6": _n("AIT2IKSampler", model=["1", 0], seed=seed, steps=steps, cfg=cfg, sampler_name=sampler,
+                scheduler=scheduler, positive=["2", 0], negative=["3", 0], latent_image=["4", 0], denoise=1.0,
+                method=method, strength=strength, start_percent=0.0, end_percent=0.5),
         "8": _n("VAEDecode", samples=["6", 0], vae=["1", 2]),
-        "9": _n("ImageBatch", image1=["7", 0], image2=["8", 0]),
-        "10": _n("SaveImage", images=["9", 0], filename_prefix=prefix),
+        "10": _n("SaveImage", images=["8", 0], filename_prefix=prefix),
         "11": _n("SaveImage", images=["6", 1], filename_prefix=prefix + "_maps"),
     })
     return g
+
+
+def comparison_graph(source: dict, prompt: str, subjects: str, attributes: str = "", seed: int = 0,
+                     steps: int = 20, cfg: float = 7.5, size: int = 512, sampler: str = "euler",
+                     scheduler: str = "normal", method: str = "AI-T2I", prefix: str = "compare",
+                     strength: float = 1.0) -> dict:
+    """Vanilla KSampler and KSampler (AI-T2I) from the same seed, side by side (vanilla first)."""
+    g = ksampler_graph(source, prompt, subjects, attributes, seed=seed, steps=steps, cfg=cfg, size=size,
+                       sampler=sampler, scheduler=scheduler, method=method, prefix=prefix, strength=strength)
+    guided = g["6"]["inputs"]
+    g["5"] = _n("KSampler", **{k: v for k, v in guided.items() if k not in GUIDANCE_WIDGETS})
+    g["7"] = _n("VAEDecode", samples=["5", 0], vae=["1", 2])
+    g["9"] = _n("ImageBatch", image1=["7", 0], image2=["8", 0])
+    g["10"]["inputs"]["images"] = ["9", 0]
+    return dict(sorted(g.items(), key=lambda item: int(item[0])))
+
+
+GUIDANCE_WIDGETS = ("method", "strength", "start_percent", "end_percent")
+
+
+def _new_id(graph: dict) -> str:
+    return str(max(int(k) for k in graph) + 1)
+
+
+def _rewire(graph: dict, old: list, new: list) -> None:
+    """Every input linked to output `old` ([node id, slot]) takes `new` instead."""
+    for node in graph.values():
+        for name, value in node["inputs"].items():
+            if value == old:
+                node["inputs"][name] = list(new)
+
+
+def with_layout(graph: dict, boxes: str, weight: float = 1.0) -> dict:
+    """An 'AI-T2I Subject Layout' (typed boxes) after the subject prompt "2", feeding the guided
+    samplers (AI-T2I nodes and CFGGuider); a vanilla KSampler keeps the plain prompt."""
+    key = _new_id(graph)
+    for node in graph.values():
+        if node["class_type"].startswith("AIT2I") or node["class_type"] == "CFGGuider":
+            for name, value in node["inputs"].items():
+                if value == ["2", 0]:
+                    node["inputs"][name] = [key, 0]
+    graph[key] = _n("AIT2ISubjectLayout", conditioning=["2", 0], boxes=boxes, weight=weight)
+    return graph
+
+
+def with_lora(graph: dict, lora_name: str, strength: float = 1.0) -> dict:
+    """A LoraLoader right after the model source "1": every node that took its MODEL or CLIP (the
+    attention patch and the subject prompt included) takes the LoRA-patched ones."""
+    key = _new_id(graph)
+    _rewire(graph, ["1", 0], [key, 0])
+    _rewire(graph, ["1", 1], [key, 1])
+    graph[key] = _n("LoraLoader", model=["1", 0], clip=["1", 1], lora_name=lora_name, strength_model=strength,
+                    strength_clip=strength)
+    return graph
+
+
+def with_controlnet(graph: dict, controlnet_name: str, image: str, strength: float = 1.0) -> dict:
+    """ControlNetApplyAdvanced on the samplers' conditioning (the subject prompt stays the positive),
+    with the control image from LoadImage."""
+    pairs = {(tuple(n["inputs"]["positive"]), tuple(n["inputs"]["negative"])) for n in graph.values()
+             if isinstance(n["inputs"].get("positive"), list) and isinstance(n["inputs"].get("negative"), list)}
+    if len(pairs) != 1:
+        raise ValueError(f"with_controlnet needs one positive/negative pair in the graph, found {len(pairs)}")
+    (positive, negative), = pairs
+    loader, load_image, apply = (str(int(_new_id(graph)) + i) for i in range(3))
+    _rewire(graph, list(positive), [apply, 0])
+    _rewire(graph, list(negative), [apply, 1])
+    graph[loader] = _n("ControlNetLoader", control_net_name=controlnet_name)
+    graph[load_image] = _n("LoadImage", image=image)
+    graph[apply] = _n("ControlNetApplyAdvanced", positive=list(positive), negative=list(negative),
+                      control_net=[loader, 0], image=[load_image, 0], strength=strength, start_percent=0.0,
+                      end_percent=1.0)
+    return graph

@@ -13,16 +13,34 @@ sys.path.append(str(ROOT))
 
 from tools import graphs  # noqa: E402
 
+SD15 = "v1-5-pruned-emaonly.safetensors"
 EXAMPLES = {
     "ai_t2i_tiny_model_comparison": lambda: graphs.comparison_graph(
         {"tiny": "ai_t2i_tiny_shapes.safetensors"}, "a red circle and a blue square", "circle, square",
         "red:circle, blue:square", seed=1, steps=30, cfg=5.0, size=128),
+    "ai_t2i_tiny_model_layout": lambda: graphs.with_layout(graphs.comparison_graph(
+        {"tiny": "ai_t2i_tiny_shapes.safetensors"}, "a red circle and a blue square", "circle, square",
+        "red:circle, blue:square", seed=1, steps=30, cfg=5.0, size=128, strength=15.0, prefix="layout"),
+        "circle: 0.05 0.3 0.4 0.65; square: 0.6 0.3 0.95 0.65", weight=3.0),
     "ai_t2i_sd15_custom_sampler": lambda: graphs.custom_sampling_graph(
-        {"checkpoint": "v1-5-pruned-emaonly.safetensors"}, "a photo of a cat and a dog on the grass", "cat, dog",
+        {"checkpoint": SD15}, "a photo of a cat and a dog on the grass", "cat, dog",
         seed=1, steps=50, cfg=7.5, size=512),
     "ai_t2i_sd15_comparison": lambda: graphs.comparison_graph(
-        {"checkpoint": "v1-5-pruned-emaonly.safetensors"}, "a red bench and a yellow clock", "bench, clock",
+        {"checkpoint": SD15}, "a red bench and a yellow clock", "bench, clock",
         "red:bench, yellow:clock", seed=1, steps=50, cfg=7.5, size=512),
+    "ai_t2i_sd15_ksampler": lambda: graphs.ksampler_graph(
+        {"checkpoint": SD15}, "a photo of a cat and a dog on the grass", "cat, dog", seed=1, steps=50, cfg=7.5,
+        size=512),
+    "ai_t2i_sdxl_custom_sampler": lambda: graphs.custom_sampling_graph(
+        {"checkpoint": "sd_xl_base_1.0.safetensors"}, "a photo of a cat and a dog on a sofa", "cat, dog", seed=1,
+        steps=40, cfg=7.0, size=1024),
+    "ai_t2i_sd15_lora": lambda: graphs.with_lora(graphs.custom_sampling_graph(
+        {"checkpoint": SD15}, "a photo of sks dog and a cat on the grass", "sks dog, cat", seed=1, steps=50,
+        cfg=7.5, size=512), "sks_dog_lora.safetensors", strength=1.0),
+    "ai_t2i_sd15_controlnet": lambda: graphs.with_controlnet(graphs.ksampler_graph(
+        {"checkpoint": SD15}, "a red car and a white horse on a country road", "car, horse",
+        "red:car, white:horse", seed=1, steps=50, cfg=7.5, size=512), "control_v11p_sd15_canny.pth",
+        "canny_edges.png", strength=0.8),
 }
 
 

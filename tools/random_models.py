@@ -146,3 +146,34 @@ def write_random_controlnet(path) -> None:
         random_init(net, 3)
     sd = {f"control_model.{k}": v.contiguous() for k, v in net.state_dict().items()}
     comfy.utils.save_torch_file(sd, str(path))
+
+
+def write_random_lora(path, model, clip=None, rank: int = 4, seed: int = 7, scale: float = 0.5) -> None:
+    """A rank-`rank` LoRA for a given (MODEL, CLIP) pair, in the kohya key layout.
+
+    It covers the UNet's cross-attention key/value projections and, with a CLIP, the
+    text encoder's self-attention projections, so a trigger word's context changes too.
+    Shapes come from the given models, so it fits reduced-width test models as well.
+    """
+    import comfy.lora
+    import comfy.utils
+    targets = []  # (lora key, weight shape)
+    shapes = {k: v.shape for k, v in model.model.state_dict().items()}
+    for lora_key, model_key in comfy.lora.model_lora_keys_unet(model.model, {}).items():
+        if (isinstance(model_key, str) and lora_key.startswith("lora_unet_")
+                and (".attn2.to_k." in model_key or ".attn2.to_v." in model_key)):
+            targets.append((lora_key, shapes[model_key]))
+    if clip is not None:
+        shapes = {k: v.shape for k, v in clip.cond_stage_model.state_dict().items()}
+        for lora_key, model_key in comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}).items():
+            if lora_key.startswith("lora_te_") and "_self_attn_" in lora_key:
+                targets.append((lora_key, shapes[model_key]))
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for lora_key, (out_f, in_f) in targets:
+        sd[f"{lora_key}.lora_up.weight"] = torch.randn(out_f, rank, generator=g) * scale / rank ** 0.5
+        sd[f"{lora_key}.lora_down.weight"] = torch.randn(rank, in_f, generator=g) * scale / in_f ** 0.5
+        sd[f"{lora_key}.alpha"] = torch.tensor(float(rank))
+    if not sd:
+        raise ValueError("the model has no cross-attention projections a LoRA could target")
+    comfy.utils.save_torch_file(sd, str(path))

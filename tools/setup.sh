@@ -60,4 +60,17 @@ mkdir -p "$HOST/custom_nodes"
 if [ ! -e "$HOST/custom_nodes/ai_t2i" ]; then
   ln -s "$ROOT" "$HOST/custom_nodes/ai_t2i"
 fi
+
+# Test-only: tests/browser drives the system's Chromium through Playwright for Python
+# (Playwright's own browser download is never used).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
+  if ! { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; then
+    echo "could not install chromium: tests/browser fails (it skips only with AI_T2I_NO_BROWSER=1, never in CI)" >&2
+  fi
+fi
+if ! "$VPY" -c "import playwright" 2>/dev/null; then
+  "$VPY" -m pip install -q playwright
+fi
 echo "setup ok: python=$VPY host=$HOST"

@@ -18,6 +18,8 @@ def _inputs(cls) -> list[tuple[str, object, dict]]:
         for name, value in spec.get(group, {}).items():
             kind = value[0]
             opts = value[1] if len(value) > 1 and isinstance(value[1], dict) else {}
+            if kind == "COMBO":  # newer (V3) nodes spell a combo as "COMBO" with its options
+                kind = list(opts.get("options", []))
             out.append((name, kind, opts))
     return out
 
@@ -52,6 +54,9 @@ def api_to_ui(graph: dict, node_classes: dict) -> dict:
     outputs = {k: {} for k in graph}
     for k, node in graph.items():
         cls = node_classes[node["class_type"]]
+        unknown = set(node["inputs"]) - {name for name, _, _ in _inputs(cls)}
+        if unknown:
+            raise ValueError(f"{node['class_type']} has no input named {sorted(unknown)}: the node definition changed")
         sockets, widgets = [], []
         for name, kind, opts in _inputs(cls):
             value = node["inputs"].get(name)
@@ -91,7 +96,8 @@ def ui_to_api(workflow: dict, node_classes: dict) -> dict:
     """A UI workflow -> an API graph, checking it against the node definitions.
 
     Raises ValueError naming the node and input for: an unknown node type, a widget
-    count that does not match, a link whose type does not match the input.
+    count that does not match, a widget value of the wrong type or out of range, a link
+    whose type does not match the input, a required input left unconnected.
     """
     by_id = {n["id"]: n for n in workflow["nodes"]}
     link_src = {l[0]: l for l in workflow["links"]}
@@ -113,8 +119,11 @@ def ui_to_api(workflow: dict, node_classes: dict) -> dict:
         kinds = {name: kind for name, kind, _ in _inputs(cls)}
         for name, kind, opts in _inputs(cls):
             if isinstance(kind, (list, tuple)) and name in inputs and inputs[name] not in kind and not opts.get("allow_missing_file"):
-                if not name.endswith("_name"):  # model file lists depend on the user's folders
+                # model file lists and uploaded images depend on the user's folders
+                if not name.endswith("_name") and not opts.get("image_upload"):
                     raise ValueError(f"node #{n['id']} {n['type']}: {name}={inputs[name]!r} is not one of {kind[:8]}")
+            elif isinstance(kind, str) and kind in WIDGET_TYPES and name in inputs:
+                _check_widget_value(f"node #{n['id']} {n['type']}", name, kind, opts, inputs[name])
         for sock in n.get("inputs", []):
             if sock.get("link") is None:
                 continue
@@ -127,8 +136,20 @@ def ui_to_api(workflow: dict, node_classes: dict) -> dict:
             if want != have and want != "*":
                 raise ValueError(f"node #{n['id']} {n['type']}: input {sock['name']} wants {want}, gets {have}")
             inputs[sock["name"]] = [str(src), slot]
+        missing = [name for name in cls.INPUT_TYPES().get("required", {}) if name not in inputs]
+        if missing:
+            raise ValueError(f"node #{n['id']} {n['type']}: required input {', '.join(missing)} is not connected")
         graph[str(n["id"])] = {"class_type": n["type"], "inputs": inputs}
     return graph
+
+
+def _check_widget_value(where: str, name: str, kind: str, opts: dict, value) -> None:
+    """A widget value of the right type, inside the node's min/max."""
+    types = {"INT": (int,), "FLOAT": (int, float), "STRING": (str,), "BOOLEAN": (bool,)}[kind]
+    if isinstance(value, bool) != (kind == "BOOLEAN") or not isinstance(value, types):
+        raise ValueError(f"{where}: {name}={value!r} is not a {kind}")
+    if kind in ("INT", "FLOAT") and not opts.get("min", value) <= value <= opts.get("max", value):
+        raise ValueError(f"{where}: {name}={value!r} is outside [{opts.get('min')}, {opts.get('max')}]")
 
 
 def load(path) -> dict:

@@ -73,6 +73,9 @@ METHODS: dict[str, str | None] = {
     "ai_t2i": "AI-T2I",
     "aggregation_only": "AI-T2I aggregation only",
     "isolation_only": "AI-T2I isolation only",
+    "divide_and_bind": "Divide & Bind",
+    "a_star": "A-STAR",
+    "conform": "CONFORM",
 }
 CORE = ("vanilla", "attend_and_excite", "ai_t2i")
 KEYS = ("present", "bound", "no_extra", "correct")

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart", "cross")
+# Shapes the renderer draws that no training scene or benchmark prompt uses: new
+# concepts for personalisation (learned later as textual-inversion embeddings).
+NEW_SHAPES: tuple[str, ...] = ("diamond", "bar")
 
 # Saturated mid-luminance colours: every pair is >= ~129 apart in RGB and every
 # colour is >= ~180 away from every background, so a lossy autoencoder that
@@ -132,6 +135,16 @@ def _cross(arm: float = 0.36) -> np.ndarray:
     )
 
 
+def _diamond() -> np.ndarray:
+    # A square standing on a corner: equal diagonals, half the area of its box.
+    return np.array([[0.0, -0.5], [0.5, 0.0], [0.0, 0.5], [-0.5, 0.0]])
+
+
+def _bar() -> np.ndarray:
+    # A lying rectangle twice as wide as it is high.
+    return np.array([[-0.5, -0.25], [0.5, -0.25], [0.5, 0.25], [-0.5, 0.25]])
+
+
 def _heart(n: int = 96) -> np.ndarray:
     # Classic parametric heart; y is negated so the lobes are on top.
     t = np.arange(n) * 2 * np.pi / n
@@ -146,6 +159,8 @@ _POLYGONS: dict[str, np.ndarray] = {
     "star": _star(),
     "cross": _cross(),
     "heart": _heart(),
+    "diamond": _diamond(),
+    "bar": _bar(),
 }
 
 
@@ -170,7 +185,7 @@ def _inside_shape(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "circle":
         return u * u + v * v <= 0.25
     if shape not in _POLYGONS:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES + NEW_SHAPES}")
     return _inside_polygon(u, v, _POLYGONS[shape])
 
 

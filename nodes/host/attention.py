@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.attention import SpatialTransformer, get_attention_function, optimized_attention
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, UNetModel, Upsample
 
 from ...ai_t2i_attention import AttentionRecorder
@@ -66,7 +66,8 @@ def cross_attention_layers(diffusion_model) -> list[Layer]:
     for i, blk in enumerate(diffusion_model.output_blocks):
         scan("output", i, blk)
     if not layers:
-        raise UnsupportedModel("this UNet has no cross-attention layers: AI-T2I needs a text-conditioned model")
+        raise UnsupportedModel(f"this UNet has no cross-attention layers, so there are no subject maps to guide: "
+                               f"AI-T2I supports {SUPPORTED}. Use an SD1.x/SD2.x/SDXL checkpoint.")
     return layers
 
 
@@ -91,6 +92,14 @@ class CrossAttentionHook:
             return self.wrapped(q, k, v, extra_options)
         return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
                                    transformer_options=extra_options)
+
+
+def differentiable_attention(func, *args, **kwargs):
+    """optimized_attention_override for the guidance pass only: the host's own PyTorch
+    (scaled-dot-product) attention, whose backward is one fused kernel. The host's default
+    elsewhere may have a costly backward (the chunked sub-quadratic attention CPU hosts use
+    records every chunk for autograd) or none at all (Sage attention)."""
+    return get_attention_function("pytorch", func)(*args, **kwargs)
 
 
 def install_hooks(model_patcher):

@@ -12,7 +12,7 @@ and the run stops with an error instead of silently doing nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -23,12 +23,15 @@ import comfy.utils
 
 from ...ai_t2i_attention import (LOSSES, AttentionRecorder, GuidanceSchedule, Preset, StepReport, TokenGroups,
                                  guided_update, subject_maps)
-from .attention import RECORDER_KEY, CrossAttentionHook, Layer, StopGuidanceForward, hook_chain, installed_layers
+from ...ai_t2i_attention.layout import LAYOUT_LOSSES
+from .attention import (RECORDER_KEY, CrossAttentionHook, Layer, StopGuidanceForward, differentiable_attention,
+                        hook_chain, installed_layers)
 from .gradients import make_grad_capable
 
 log = logging.getLogger("ai_t2i")
 
 SUBJECTS_KEY = "ai_t2i_subjects"  # conditioning key carrying the resolved TokenGroups
+LAYOUT_KEY = "ai_t2i_layout"  # same entry: a SubjectLayout from 'AI-T2I Subject Layout'
 LEVELS = ("auto", "1/1", "1/2", "1/4", "1/8")
 LAYER_SETS = {"down+up": ("input", "output"), "down": ("input",), "up": ("output",),
               "down+mid+up": ("input", "middle", "output")}
@@ -57,7 +60,11 @@ class GuidanceSettings:
     level: str = "auto"
     layers: str = "down+up"
     keep_maps: bool = True  # keep each guided step's maps for previews
+    # Also keep the maps after each update: one extra no-grad conditional forward per guided
+    # step (stopped after the last layer read), so it is off unless a preview asks for it.
+    keep_maps_after: bool = False
     stop_early: bool = True  # end the guidance forward after the last layer the loss reads
+    fused_attention: bool = True  # the guidance pass uses the host's PyTorch attention (fused backward)
 
 
 @dataclass
@@ -68,6 +75,7 @@ class RunRecord:
     map_size: Optional[tuple[int, int]] = None
     reports: list[StepReport] = field(default_factory=list)
     maps: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (B, S, H, W) raw maps
+    maps_after: dict[int, torch.Tensor] = field(default_factory=dict)  # same, at the step's updated latent
 
     def log_text(self) -> str:
         head = f"AI-T2I run: subjects={', '.join(self.subjects)} maps={self.map_size}"
@@ -94,9 +102,11 @@ def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: 
         if factor not in factors:
             raise GuidanceError(f"the model has no {layer_set} cross-attention at level {level}; "
                                 f"levels it has: {', '.join('1/%d' % f for f in factors)}")
-    if h % factor or w % factor or min(h, w) // factor < 4:
+    # Each down-sampling halves with rounding up, so odd latents (e.g. 1000x600 px) have maps too.
+    map_h, map_w = -(-h // factor), -(-w // factor)
+    if min(map_h, map_w) < 4:
         raise GuidanceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
-                            f"({h / factor:g}x{w / factor:g}); use a larger image or a finer level")
+                            f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")
     return [l for l in usable if l.factor == factor]
 
 
@@ -115,6 +125,20 @@ def subject_entry(conds: dict) -> tuple[dict, TokenGroups]:
     return entry, entry[SUBJECTS_KEY].groups
 
 
+def entry_layout(entry: dict, preset: Preset):
+    """(SubjectLayout or None, the loss weights with the layout's weight applied)."""
+    layout, w = entry.get(LAYOUT_KEY), preset.weights
+    if layout is None or layout.weight == 0:  # weight 0 turns the layout off entirely
+        return None, w
+    if tuple(layout.subjects) != tuple(entry[SUBJECTS_KEY].subjects):
+        raise GuidanceError("the layout was made for other subjects than the prompt's: connect 'AI-T2I Subject "
+                            "Layout' directly after the 'AI-T2I Subject Prompt' it lays out")
+    if preset.loss not in LAYOUT_LOSSES:
+        raise GuidanceError("this method ignores layout regions: choose an AI-T2I method, or bypass 'AI-T2I "
+                            "Subject Layout'")
+    return layout, replace(w, layout_inner=w.layout_inner * layout.weight, layout_outer=w.layout_outer * layout.weight)
+
+
 def _detach_skip(h, transformer_options):
     """The UNet adds ControlNet residuals to its skip tensors in place, after the middle
     block has saved the same tensor for backward. Handing the next block a copy keeps
@@ -122,14 +146,19 @@ def _detach_skip(h, transformer_options):
     return h.clone()
 
 
-def guidance_model_options(model_options: dict, recorder: AttentionRecorder) -> dict:
-    """A copy of model_options for the guidance pass: the recorder, and the skip copy."""
+def guidance_model_options(model_options: dict, recorder: AttentionRecorder, fused_attention: bool = True) -> dict:
+    """A copy of model_options for the guidance pass: the recorder, the skip copy, and
+    (fused_attention) the attention kernel with a cheap backward."""
     mo = dict(model_options)
     to = dict(mo.get("transformer_options", {}))
     patches = {k: list(v) for k, v in to.get("patches", {}).items()}
     patches.setdefault("input_block_patch_after_skip", []).append(_detach_skip)
     to["patches"] = patches
     to[RECORDER_KEY] = recorder
+    if fused_attention:
+        # The guidance pass needs attention with a cheap backward. An override another pack set
+        # (e.g. Sage attention, which has no backward) only swaps the kernel: it is replaced here.
+        to["optimized_attention_override"] = differentiable_attention
     mo["transformer_options"] = to
     return mo
 
@@ -174,7 +203,15 @@ class GuidedRun:
         self.pending: Optional[int] = 0  # step whose first model call has not happened yet
         self.updated: Optional[tuple[int, torch.Tensor]] = None
         self.active = settings.strength > 0 and bool(settings.schedule.guided_steps(self.total_steps))
+        if settings.strength > 0 and settings.schedule.end > settings.schedule.start and not self.active:
+            log.warning("AI-T2I: the guided range %g..%g holds none of the %d sampling steps, so nothing is guided: "
+                        "widen start_percent..end_percent or use more steps", settings.schedule.start,
+                        settings.schedule.end, self.total_steps)
         self.layers: list[Layer] = []
+        # Smoothed subject maps of the latest guidance pass, and of the previous guided step's
+        # last pass: the state that A-STAR retention and CONFORM read as maps.previous.
+        self.latest_maps: Optional[torch.Tensor] = None
+        self.previous_maps: Optional[torch.Tensor] = None
         if self.active:
             self._prepare()
 
@@ -186,6 +223,8 @@ class GuidedRun:
                                 "before the guider/sampler")
         self.entry, self.groups = subject_entry(self.guider.conds)
         self.record.subjects = list(self.entry[SUBJECTS_KEY].subjects)
+        self.layout, self.weights = entry_layout(self.entry, self.settings.preset)
+        self.regions: Optional[torch.Tensor] = None  # (B, S, h, w) at the map size, made once
         self.all_layers = layers
         chain = hook_chain(mo)
         displaced = [l.key for l in layers if not isinstance(chain.get(l.key), CrossAttentionHook)]
@@ -255,20 +294,24 @@ class GuidedRun:
         if not self.layers:
             self.layers = choose_layers(self.all_layers, tuple(x.shape[-2:]), self.settings.level, self.settings.layers)
         sched = self.settings.schedule
+        self.previous_maps = self.latest_maps
         threshold = sched.refinement_threshold(step, self.total_steps) if self.settings.preset.refine else None
         new_x, report = guided_update(
             x, lambda z: self._terms(z, sigma, model_options, step), step,
             self.settings.strength * sched.step_size(step, self.total_steps), threshold,
             sched.max_refinement_iters, comfy.model_management.throw_exception_if_processing_interrupted)
         self.record.reports.append(report)
+        if self.settings.keep_maps_after:
+            self.record.maps_after[step] = self._maps_after(new_x, sigma, model_options)
         for line in report.skipped:
-            log.warning("AI-T2I step %d: %s", step, line)
+            log.warning("AI-T2I step %d: %s, so that image's update was skipped (its latent is unchanged). If the "
+                        "UNet runs in fp16, lower strength or load the model in fp32/bf16.", step, line)
         return new_x
 
     # -- the guidance forward ---------------------------------------------------------
     def _terms(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
         recorder = AttentionRecorder(frozenset(l.key for l in self.layers), stop_early=self.settings.stop_early)
-        mo = guidance_model_options(model_options, recorder)
+        mo = guidance_model_options(model_options, recorder, self.settings.fused_attention)
         with torch.inference_mode(False), torch.enable_grad():
             try:
                 comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], z, sigma, mo)
@@ -280,11 +323,36 @@ class GuidedRun:
                                     "another patch or model wrapper bypasses cross-attention there; connect "
                                     "'AI-T2I Attention Patch' last in the model chain")
             maps = subject_maps(recorder.average(), self.groups)
-            terms = LOSSES[self.settings.preset.loss](maps, self.settings.preset.weights)
+            maps.previous = self.previous_maps
+            maps.regions = self._regions(z, tuple(maps.raw.shape[-2:]))
+            terms = LOSSES[self.settings.preset.loss](maps, self.weights)
+        self.latest_maps = maps.smoothed.detach()
         self.record.map_size = recorder.map_size
         if self.settings.keep_maps and step not in self.record.maps:
             self.record.maps[step] = maps.raw.detach().cpu()
         return terms
+
+
+    def _maps_after(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> torch.Tensor:
+        """(B, S, H, W) raw subject maps of latent z, no gradient: what the step's own
+        prediction sees after the update."""
+        recorder = AttentionRecorder(frozenset(l.key for l in self.layers), stop_early=True)
+        with torch.no_grad():
+            try:
+                comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], z, sigma,
+                                               guidance_model_options(model_options, recorder))
+            except StopGuidanceForward:
+                pass
+            return subject_maps(recorder.average(), self.groups).raw.cpu()
+
+    def _regions(self, z: torch.Tensor, map_hw: tuple[int, int]) -> Optional[torch.Tensor]:
+        """The layout's regions at the map size, for a (B, C, h, w) latent z (None: no layout)."""
+        if self.layout is None:
+            return None
+        if self.regions is None or self.regions.shape[0] != z.shape[0] or tuple(self.regions.shape[-2:]) != map_hw:
+            self.layout.check_image(tuple(z.shape[-2:]), z.shape[0])
+            self.regions = self.layout.region_masks(map_hw, z.shape[0]).to(z.device)
+        return self.regions
 
 
 def _offset(callback, offset: int):

@@ -1,10 +1,50 @@
 """Subjects that are textual-inversion embeddings or LoRA trigger words."""
+from importlib import import_module
+
 import torch
 
 from runner import encode, guided_sampler, patch, plain, run
 
 
-def test_textual_inversion_subject_spans_its_vectors(pack, sd15_small, tmp_path):
+def spy_on_maps(pack, monkeypatch):
+    """Record, at every guidance pass, the averaged maps (B, H, W, T), the subjects'
+    columns, and the gradient with respect to every token column of the loss terms that
+    read the subjects' raw maps (isolation and aggregation: presence and attribute set
+    to 0, since presence re-normalises over all text columns and so touches them all)."""
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    engine = import_module(pack.__name__ + ".ai_t2i_attention")
+    real, seen = sampling.subject_maps, []
+
+    def spy(avg, groups, *args, **kw):
+        probe = avg.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            maps = real(probe, groups, *args, **kw)
+            preset = engine.preset_weights("AI-T2I", presence=0.0, attribute=0.0)
+            total = engine.LOSSES[preset.loss](maps, preset.weights)["total"]
+            grad, = torch.autograd.grad(total.sum(), probe)
+        seen.append({"avg": avg.detach(), "groups": groups, "grad": grad})
+        return real(avg, groups, *args, **kw)
+
+    monkeypatch.setattr(sampling, "subject_maps", spy)
+    return seen
+
+
+def assert_acts_on_all_columns(seen, record, subject: int, cols):
+    """The subject's raw map is the mean over all its columns, and the loss has a
+    gradient on every one of them (no column is dropped or stands for the others)."""
+    assert seen and all(s["groups"].subjects[subject] == tuple(cols) for s in seen)
+    first = seen[0]
+    raw = record.maps[min(record.maps)][:, subject]
+    torch.testing.assert_close(raw, first["avg"][..., list(cols)].mean(-1))
+    grads = first["grad"][..., list(cols)]  # (B, H, W, len(cols))
+    assert grads.abs().sum() > 0
+    for i, c in enumerate(cols):  # every column gets the same share of the gradient
+        torch.testing.assert_close(grads[..., i], grads[..., 0], msg=f"column {c} of the subject is not read like the others")
+    others = set().union(*first["groups"].subjects)
+    assert first["grad"][..., 1].abs().sum() == 0 and 1 not in others  # 'a': not a subject, no gradient
+
+
+def test_textual_inversion_subject_spans_its_vectors(pack, sd15_small, tmp_path, monkeypatch):
     import comfy.utils
     from tools import random_models
     g = torch.Generator().manual_seed(0)
@@ -14,9 +54,11 @@ def test_textual_inversion_subject_spans_its_vectors(pack, sd15_small, tmp_path)
     groups = pos[0][1]["ai_t2i_subjects"].groups
     assert len(groups.subjects[0]) == 3 and len(groups.subjects[1]) == 1  # 3 vectors, one token
     assert groups.subjects[0] == (4, 5, 6)  # start, a, photo, of -> the embedding's 3 columns
+    seen = spy_on_maps(pack, monkeypatch)
     sampler = guided_sampler(pack)
     run(patch(pack, sd15_small[0]), sampler, pos, plain(clip), size=16, steps=2)
     assert sampler.last_run.maps[0].shape[1] == 2 and not sampler.last_run.reports[0].skipped
+    assert_acts_on_all_columns(seen, sampler.last_run, 0, (4, 5, 6))
 
 
 def test_rare_trigger_word_split_into_tokens(pack, sd15_small):
@@ -24,3 +66,59 @@ def test_rare_trigger_word_split_into_tokens(pack, sd15_small):
     pos = encode(pack, clip, "a photo of sks zxqvdog next to a cat", "sks zxqvdog, cat")
     cols = pos[0][1]["ai_t2i_subjects"].groups.subjects[0]
     assert len(cols) >= 3 and list(cols) == list(range(cols[0], cols[0] + len(cols)))
+
+
+def test_lora_trigger_word_through_lora_loader(pack, sd15_small, tmp_path, monkeypatch):
+    """A LoRA loaded by the host's own LoraLoader node (UNet and CLIP patched), its
+    trigger word as a subject: the guided run goes end to end on the LoRA-patched
+    weights and the loss reads every token of the trigger word."""
+    import folder_paths
+    import nodes
+    from tools import random_models
+    model, clip = sd15_small
+    (tmp_path / "loras").mkdir()
+    random_models.write_random_lora(tmp_path / "loras" / "sks_subject.safetensors", model, clip)
+    folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"))
+    with torch.inference_mode():
+        lora_model, lora_clip = nodes.LoraLoader().load_lora(model, clip, "sks_subject.safetensors", 1.0, 1.0)
+    assert lora_model.patches and lora_clip.patcher.patches  # both halves of the LoRA applied
+
+    text, subjects = "a photo of sks zxqvdog next to a cat", "sks zxqvdog, cat"
+    pos = encode(pack, lora_clip, text, subjects)
+    cols = pos[0][1]["ai_t2i_subjects"].groups.subjects[0]
+    assert len(cols) >= 3  # 'sks' and the rare word are split into several tokens
+    with torch.inference_mode():  # the LoRA changes the trigger word's context
+        assert not torch.allclose(pos[0][0], clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0])
+
+    seen = spy_on_maps(pack, monkeypatch)
+    sampler = guided_sampler(pack)
+    guided = run(patch(pack, lora_model), sampler, pos, plain(lora_clip), size=16, steps=2)
+    record = sampler.last_run
+    assert record.reports and not any(r.skipped for r in record.reports)
+    assert record.subjects == ["sks zxqvdog", "cat"]
+    assert_acts_on_all_columns(seen, record, 0, cols)
+    vanilla = run(patch(pack, lora_model), guided_sampler(pack, strength=0.0), pos, plain(lora_clip), size=16, steps=2)
+    assert torch.isfinite(guided).all() and not torch.equal(guided, vanilla)  # the update reached the image
+
+
+def test_learned_embedding_through_the_loaders_embeddings_folder(pack, tmp_path, monkeypatch):
+    """The pack's learned shape embedding, found by the tiny model loader node through the
+    host's 'embeddings' folder list and typed as `embedding:name`: both its vectors are the
+    subject, and the guided run reads both."""
+    import shutil
+
+    import folder_paths
+    from comfy_host import ROOT
+    src = ROOT / "models" / "embeddings" / "diamond.safetensors"
+    shutil.copy(src, tmp_path / "learned_shape.safetensors")
+    folder_paths.add_model_folder_path("embeddings", str(tmp_path))
+    with torch.inference_mode():
+        model, clip, _ = pack.NODE_CLASS_MAPPINGS["AIT2ITinyModelLoader"]().load("ai_t2i_tiny_shapes.safetensors")
+    pos = encode(pack, clip, "a red embedding:learned_shape and a blue circle", "embedding:learned_shape, circle")
+    cols = pos[0][1]["ai_t2i_subjects"].groups.subjects[0]
+    assert cols == (3, 4)  # start, a, red -> the embedding's two vectors
+    seen = spy_on_maps(pack, monkeypatch)
+    sampler = guided_sampler(pack)
+    run(patch(pack, model), sampler, pos, plain(clip), size=16, steps=4)
+    assert sampler.last_run.map_size == (16, 16) and not any(r.skipped for r in sampler.last_run.reports)
+    assert_acts_on_all_columns(seen, sampler.last_run, 0, cols)

@@ -1,0 +1,202 @@
+import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
+import pytest
+import torch
+
+from ai_t2i_attention import LOSSES, LossWeights, SubjectMaps
+from ai_t2i_attention.layout import (Box, LayoutError, SubjectLayout, box_coverage, check_mask, fraction_inside,
+                                     layout_inner_term, layout_outer_term, mask_to_size, outside_regions, parse_boxes,
+                                     region_anchor, topk_mean)
+from ai_t2i_attention.losses import aggregation_term
+from ai_t2i_attention.regions import pixel_grid
+
+H = W = 16
+SUBJECTS = ("cat", "dog")
+
+
+def blob(cy, cx, sigma=1.5, h=H, w=W):
+    g = pixel_grid(h, w)
+    return torch.exp(-((g - torch.stack([torch.as_tensor(cy), torch.as_tensor(cx)])) ** 2).sum(-1) / (2 * sigma ** 2))
+
+
+def maps_of(smoothed, regions=None):
+    b = smoothed.shape[0]
+    return SubjectMaps(smoothed, smoothed, smoothed.new_zeros(b, 0, *smoothed.shape[2:]), (), regions)
+
+
+# -- parsing --------------------------------------------------------------------------
+
+def test_parse_fraction_boxes_by_subject_name():
+    boxes = parse_boxes("Dog: 0.55 0.2 0.95 0.8;\n cat : 0.05, 0.2, 0.45, 0.8", SUBJECTS)
+    assert boxes == {1: Box(0.55, 0.2, 0.95, 0.8), 0: Box(0.05, 0.2, 0.45, 0.8)}
+
+
+def test_parse_pixel_boxes_needs_and_uses_image_size():
+    assert parse_boxes("cat: 16 32 64 128 px", SUBJECTS, (128, 256)) == {0: Box(0.125, 0.125, 0.5, 0.5)}
+    with pytest.raises(LayoutError, match="set width and height"):
+        parse_boxes("cat: 16 32 64 128 px", SUBJECTS)
+    with pytest.raises(LayoutError, match="outside the 128x128 image"):
+        parse_boxes("cat: 16 32 164 128 px", SUBJECTS, (128, 128))
+
+
+def test_subject_word_with_colon_and_occurrence_marks():
+    assert parse_boxes("embedding:my_cat: 0 0 0.5 0.5", ("embedding:my_cat", "cat#2")) == {0: Box(0, 0, 0.5, 0.5)}
+    assert parse_boxes("cat#2: 0.5 0 1 1", ("cat", "cat#2")) == {1: Box(0.5, 0, 1, 1)}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cat 0.1 0.2 0.3 0.4", "names no subject"),
+    ("cat: 0.1 0.2 0.3", "four numbers"),
+    ("cat: 0.1 0.2 0.3 0.4 0.5", "four numbers"),
+    ("cat: a b c d", "four numbers"),
+    ("cat: 0.5 0.2 0.3 0.4", r"x0 >= x1"),
+    ("cat: 0.1 0.6 0.3 0.4", r"y0 >= y1"),
+    ("cat: 0.1 0.2 1.3 0.4", "outside 0..1"),
+    ("cat: -0.1 0.2 0.3 0.4", "outside 0..1"),
+    ("horse: 0.1 0.2 0.3 0.4", "use one of: cat, dog"),
+    ("cat: 0 0 0.5 1; cat: 0.5 0 1 1", "two boxes"),
+])
+def test_malformed_boxes_name_the_problem(text, message):
+    with pytest.raises(LayoutError, match=message):
+        parse_boxes(text, SUBJECTS)
+
+
+def test_masks_are_checked():
+    assert check_mask(torch.ones(8, 8), "mask_1").shape == (1, 8, 8)
+    with pytest.raises(LayoutError, match="mask_1 is empty"):
+        check_mask(torch.zeros(1, 8, 8), "mask_1")
+    with pytest.raises(LayoutError, match="empty .*in image 1"):
+        check_mask(torch.stack([torch.ones(8, 8), torch.zeros(8, 8)]), "mask_2")
+    with pytest.raises(LayoutError, match="shape"):
+        check_mask(torch.ones(1, 1, 8, 8), "mask_1")
+
+
+def test_layout_checks_masks_against_the_image():
+    layout = SubjectLayout(SUBJECTS, (None, None), (torch.ones(1, 64, 128), None))
+    layout.check_image((8, 16), 1)
+    with pytest.raises(LayoutError, match="make the mask at the image's size"):
+        layout.check_image((16, 16), 1)
+    two = SubjectLayout(SUBJECTS, (None, None), (torch.ones(2, 16, 16), None))
+    with pytest.raises(LayoutError, match="2 masks for a batch of 3"):
+        two.check_image((16, 16), 3)
+    with pytest.raises(LayoutError, match="both a box and a mask"):
+        SubjectLayout(SUBJECTS, (Box(0, 0, 1, 1), None), (torch.ones(1, 4, 4), None))
+    with pytest.raises(LayoutError, match="no region"):
+        SubjectLayout(SUBJECTS, (None, None), (None, None))
+
+
+# -- regions ----------------------------------------------------------------------------
+
+def test_box_coverage_is_exact_area():
+    cov = box_coverage(Box(0.1, 0.25, 0.5, 0.75), (4, 4))
+    assert torch.allclose(cov.sum(), torch.tensor(0.4 * 0.5 * 16))
+    assert torch.allclose(cov[1:3, 0], torch.tensor([0.6, 0.6]))  # x 0.1..0.25 covers 60 % of column 0
+    assert torch.allclose(cov[1:3, 1], torch.ones(2)) and cov[0].sum() == 0 and cov[:, 2:].sum() == 0
+
+
+def test_mask_area_interpolation_and_region_stack():
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1  # right half
+    small = mask_to_size(mask, (16, 16))
+    assert small[0, :, 8:].min() == 1 and small[0, :, :8].max() == 0
+    odd = mask_to_size(torch.ones(1, 7, 7), (3, 3))
+    assert torch.allclose(odd, torch.ones(1, 3, 3))
+    layout = SubjectLayout(SUBJECTS, (Box(0, 0, 0.5, 1), None), (None, mask))
+    regions = layout.region_masks((16, 16), batch=2)
+    assert regions.shape == (2, 2, 16, 16)
+    assert torch.equal(regions[0, 0] + regions[0, 1], torch.ones(16, 16))
+    assert layout.constrained == [0, 1]
+
+
+def test_region_anchor_and_outside():
+    regions = box_coverage(Box(0.5, 0, 1, 0.5), (16, 16))[None, None]
+    assert torch.allclose(region_anchor(regions)[0, 0], torch.tensor([3.5, 11.5]))
+    two = torch.stack([regions[0, 0], torch.zeros(16, 16)])[None]
+    out = outside_regions(two)
+    assert torch.equal(out[0, 0], 1 - regions[0, 0])
+    assert torch.equal(out[0, 1], regions[0, 0])  # no own region: keep out of the others'
+
+
+def test_topk_mean():
+    values = torch.arange(10.0)[None]
+    weights = torch.ones(1, 10)
+    assert float(topk_mean(values, weights, 0.2)) == pytest.approx(8.5)
+    half = torch.tensor([[1.0] * 5 + [0.0] * 5])
+    assert float(topk_mean(values, half, 0.4)) == pytest.approx(3.5)  # k = 2 of the 5 weighted: 4, 3
+    assert float(topk_mean(values, torch.zeros(1, 10), 0.2)) == 0.0
+
+
+# -- loss terms ---------------------------------------------------------------------------
+
+LEFT, RIGHT = Box(0.0, 0.0, 0.5, 1.0), Box(0.5, 0.0, 1.0, 1.0)
+
+
+def regions_lr():
+    return SubjectLayout(SUBJECTS, (LEFT, RIGHT), (None, None)).region_masks((H, W))
+
+
+def test_terms_are_low_when_subjects_sit_in_their_boxes():
+    regions = regions_lr()
+    good = maps_of(torch.stack([blob(8, 3, 2.5), blob(8, 12, 2.5)])[None], regions)
+    swapped = maps_of(torch.stack([blob(8, 12, 2.5), blob(8, 3, 2.5)])[None], regions)
+    w = LossWeights()
+    # A compact blob cannot fill 20 % of a half-image box: inner stays above 0 when in place.
+    assert float(layout_inner_term(good, w)) < 0.3 and float(layout_inner_term(swapped, w)) > 0.9
+    assert float(layout_outer_term(good, w)) < 0.1 and float(layout_outer_term(swapped, w)) > 0.7
+
+
+def test_terms_are_zero_without_regions_and_the_loss_adds_them_only_with_regions():
+    m = torch.stack([blob(8, 3), blob(8, 12)])[None]
+    plain = LOSSES["ai_t2i"](maps_of(m), LossWeights())
+    laid = LOSSES["ai_t2i"](maps_of(m.flip(-1), regions_lr()), LossWeights())
+    assert "layout_inner" not in plain and "layout_outer" not in plain
+    assert float(layout_inner_term(maps_of(m), LossWeights())) == 0.0
+    assert {"layout_inner", "layout_outer"} <= set(laid)
+    total = sum(getattr(LossWeights(), k) * laid[k] for k in laid if k != "total")
+    assert torch.allclose(laid["total"], total)
+
+
+def test_gradient_moves_activation_into_the_box():
+    """Gradient descent on the layout terms moves a blob from the wrong half into its box."""
+    regions = regions_lr()
+    centres = torch.tensor([[8.0, 12.0], [8.0, 3.0]], requires_grad=True)  # both in the wrong half
+    opt = torch.optim.SGD([centres], lr=10.0)
+    w = LossWeights()
+
+    def current():
+        m = torch.stack([blob(*c, sigma=2.0) for c in centres])[None]
+        return maps_of(m, regions)
+
+    start = fraction_inside(current().smoothed, regions).detach()
+    for _ in range(60):
+        opt.zero_grad()
+        maps = current()
+        (layout_inner_term(maps, w) + layout_outer_term(maps, w)).sum().backward()
+        opt.step()
+    end = fraction_inside(current().smoothed, regions).detach()
+    assert (start < 0.3).all() and (end > 0.7).all()
+    assert centres[0, 1] < 8 and centres[1, 1] > 8
+
+
+def test_unconstrained_subject_is_kept_out_of_the_others_region():
+    regions = SubjectLayout(SUBJECTS, (LEFT, None), (None, None)).region_masks((H, W))
+    intruding = maps_of(torch.stack([blob(8, 3, 2.5), blob(8, 4, 2.5)])[None], regions)
+    apart = maps_of(torch.stack([blob(8, 3, 2.5), blob(8, 12, 2.5)])[None], regions)
+    assert float(layout_outer_term(intruding, LossWeights())) > float(layout_outer_term(apart, LossWeights())) + 0.25
+
+
+def test_aggregation_anchors_on_the_region():
+    """With a region, aggregation measures the distance to the region's centre, not the peak."""
+    m = torch.stack([blob(8, 12), blob(8, 3)])[None]
+    w = LossWeights()
+    free = aggregation_term(maps_of(m), w)
+    anchored = aggregation_term(maps_of(m, regions_lr()), w)
+    anchored_right = aggregation_term(maps_of(m, regions_lr().flip(1)), w)
+    assert float(anchored) > float(free) + 0.5
+    assert float(anchored_right) < float(anchored)
+
+
+def test_batch_regions_per_image():
+    regions = torch.cat([regions_lr(), regions_lr().flip(1)])  # image 1 swaps the boxes
+    m = torch.stack([blob(8, 3, 2.5), blob(8, 12, 2.5)])[None].expand(2, -1, -1, -1)
+    inner = layout_inner_term(maps_of(m, regions), LossWeights())
+    assert inner[0] < 0.3 and inner[1] > 0.9
