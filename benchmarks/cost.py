@@ -133,25 +133,31 @@ def main():
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", args.steps)
         noise = comfy.sample.prepare_noise(latent, 0)
         results = {}
-        for rep in range(args.repeats + 1):  # the first round warms up (loading, allocator)
-            for method in methods:
-                settings = variants[method]
-                sampler = comfy.samplers.sampler_object("euler")
-                m = model
-                if settings is not None:
-                    sampler, m = sampling.GuidedSampler(sampler, settings), patched
-                with torch.inference_mode(), PeakMemory(device) as mem:
-                    t0 = time.perf_counter()
-                    comfy.sample.sample_custom(m, noise, 7.5, sampler, sigmas, pos, neg, latent, seed=0,
-                                               disable_pbar=True)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    dt = time.perf_counter() - t0
-                print(f"  {name} round {rep} {method}: {dt:.2f} s, {mem.mib:.0f} MiB", flush=True)
-                if rep > 0 or args.repeats == 0:
-                    r = results.setdefault(method, {"s": [], "mib": []})
-                    r["s"].append(dt)
-                    r["mib"].append(mem.mib)
+
+        def sample(method, sigmas):
+            settings = variants[method]
+            sampler, m = comfy.samplers.sampler_object("euler"), model
+            if settings is not None:
+                sampler, m = sampling.GuidedSampler(sampler, settings), patched
+            with torch.inference_mode(), PeakMemory(device) as mem:
+                t0 = time.perf_counter()
+                comfy.sample.sample_custom(m, noise, 7.5, sampler, sigmas, pos, neg, latent, seed=0, disable_pbar=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+            return dt, mem.mib
+
+        # Warm-up (loading, allocator, kernels): one step plain and one guided step.
+        one_step = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 1)
+        for method in ("plain", "ai_t2i"):
+            sample(method, one_step)
+        for rep in range(args.repeats):
+            for method in methods:  # interleaved, so drift of the machine hits every method alike
+                dt, mib = sample(method, sigmas)
+                print(f"  {name} {size}px round {rep} {method}: {dt:.2f} s, {mib:.0f} MiB", flush=True)
+                r = results.setdefault(method, {"s": [], "mib": []})
+                r["s"].append(dt)
+                r["mib"].append(mib)
         plain_s = min(results["plain"]["s"]) if "plain" in results else None
         plain_m = max(results["plain"]["mib"]) if "plain" in results else None
         for method in methods:

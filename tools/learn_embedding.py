@@ -176,6 +176,14 @@ def check(args) -> dict:
     return result
 
 
+def _portable(value):
+    """Paths inside the repository as relative paths, others as file names (for the report)."""
+    if isinstance(value, str) and os.path.isabs(value):
+        path = pathlib.Path(value).resolve()
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+    return value
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "ai_t2i_tiny_shapes.safetensors"))
@@ -196,7 +204,7 @@ def main(argv=None):
     if args.name:
         args.out = str(pathlib.Path(args.out).with_name(args.name + ".safetensors"))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    report = {"args": vars(args)}
+    report = {"args": {k: _portable(v) for k, v in vars(args).items()}}
     if not args.check_only:
         report["learn"] = learn(args)
     if args.check_seeds:

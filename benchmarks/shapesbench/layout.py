@@ -176,7 +176,8 @@ def write_summary(out: pathlib.Path, methods: list[str] | None = None) -> None:
     if not rows:
         return
     present = [m for m in (methods or []) if any(r["method"] == m for r in rows)]
-    present += sorted({r["method"] for r in rows} - set(present))
+    present += sorted({r["method"] for r in rows} - set(present),
+                      key=lambda m: (m != "vanilla", float(m.partition("@")[2] or 0), m))
     first = rows[0]
     lines = [
         "# ShapesBench layout: does each subject land in its box?", "",
@@ -213,8 +214,39 @@ def write_summary(out: pathlib.Path, methods: list[str] | None = None) -> None:
         xb = np.array([vb[ib[k]].mean() for k in common])
         lo, hi = _bootstrap_diff(xa, xb)
         lines.append(f"- {a} minus {b}: {np.mean(xa - xb):+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(common)})")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'summary.md'}", flush=True)
+    lines += ["", f"Images with their target boxes (first subject black, second magenta; seed 0): `grid.png`.", ""]
+    old = out / "summary.md"
+    notes = old.read_text().partition("\n## Notes\n") if old.exists() else ("", "", "")
+    text = "\n".join(lines) + ("\n## Notes\n" + notes[2] if notes[1] else "")
+    old.write_text(text if text.endswith("\n") else text + "\n")
+    write_grid(out, rows, present)
+    print(f"wrote {out / 'summary.md'} and grid.png", flush=True)
+
+
+def write_grid(out: pathlib.Path, rows: list[dict], methods: list[str], seed: int = 0) -> None:
+    """One row per prompt, one column per method, seed `seed`, target boxes drawn."""
+    from PIL import Image, ImageDraw
+
+    prompts = sorted({r["prompt_index"] for r in rows})
+    by = {(r["prompt_index"], r["method"]): r for r in rows if r["seed"] == seed}
+    cell, label_w, head_h = CANVAS, 200, 20
+    grid = Image.new("RGB", (label_w + cell * len(methods), head_h + cell * len(prompts)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, m in enumerate(methods):
+        draw.text((label_w + j * cell + 4, 4), m, fill="black")
+    for i, p in enumerate(prompts):
+        y = head_h + i * cell
+        draw.text((4, y + cell // 2 - 6), EVAL_PROMPTS[p].text, fill="black")
+        for j, m in enumerate(methods):
+            r = by.get((p, m))
+            if r is None or not (out / r["image"]).exists():
+                continue
+            im = Image.open(out / r["image"]).convert("RGB").resize((cell, cell))
+            d = ImageDraw.Draw(im)
+            for box, colour in zip(target_boxes(p), ("black", "magenta")):
+                d.rectangle([v * cell for v in box], outline=colour)
+            grid.paste(im, (label_w + j * cell, y))
+    grid.save(out / "grid.png")
 
 
 def main(argv=None) -> None:

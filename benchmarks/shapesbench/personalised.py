@@ -79,16 +79,17 @@ def score_extended(image: np.ndarray, spec: PromptSpec) -> dict:
 # The benchmark
 # ---------------------------------------------------------------------------
 
-# (new-shape colour, known shape, known colour): none a held-out pair or combination.
+# (new-shape colour, known shape, known colour): no held-out (shape, colour) pair. The first
+# four whose known shape is not the learned one are used.
 PAIRS = (("red", "circle", "blue"), ("green", "square", "yellow"), ("blue", "heart", "purple"),
-         ("yellow", "star", "cyan"))
+         ("yellow", "star", "cyan"), ("purple", "triangle", "green"))
 KEYS = ("present", "new_found", "known_found", "bound", "no_extra", "correct")
 
 
 def prompt_specs(new_shape: str, token: str) -> list[tuple[str, PromptSpec]]:
     """(text with the embedding token, spec scored with the shape's name)."""
     out = []
-    for c1, known, c2 in PAIRS:
+    for c1, known, c2 in [p for p in PAIRS if p[1] != new_shape][:4]:
         out.append((f"a {c1} {token} and a {c2} {known}", PromptSpec(f"a {c1} {new_shape} and a {c2} {known}",
                                                                      ((new_shape, c1), (known, c2)))))
     return out
@@ -170,7 +171,7 @@ def summary_markdown(rows: list[dict], methods: list[str], args, emb: pathlib.Pa
     check = emb.with_suffix(".json")
     lines = [f"# ShapesBench, personalised subject: a learned '{args.shape}' embedding and a known shape", "",
              f"Embedding: `{emb.name}` (textual inversion, tools/learn_embedding.py), used as `embedding:{emb.stem}` "
-             f"in the prompt and as the AI-T2I subject. {len(PAIRS)} prompts x {args.seeds} seeds (one batch, noise seed "
+             f"in the prompt and as the AI-T2I subject. {len({r['prompt_index'] for r in rows})} prompts x {args.seeds} seeds (one batch, noise seed "
              f"{args.noise_seed}), euler, {args.steps} steps, cfg {args.cfg}, AI-T2I preset over the first half of "
              "the steps; no attribute pairs. Detector: ShapesBench colour segmentation + nearest-centroid shape "
              f"classifier fitted on clean renders of {', '.join(SHAPES + NEW_SHAPES)}.", "",

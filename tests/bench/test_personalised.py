@@ -43,4 +43,7 @@ def test_score_new_and_known_shape():
 def test_prompts_use_the_embedding_token():
     specs = prompt_specs("diamond", "embedding:diamond")
     assert all(text.count("embedding:diamond") == 1 and spec.subjects[0][0] == "diamond" for text, spec in specs)
-    assert all(spec.subjects[1][0] in SHAPES for _, spec in specs)
+    assert all(spec.subjects[1][0] in SHAPES for _, spec in specs) and len(specs) == 4
+    # A known shape learned again (the pipeline's control) is never paired with itself.
+    star = prompt_specs("star", "embedding:learned_star")
+    assert len(star) == 4 and all(spec.subjects[1][0] != "star" for _, spec in star)

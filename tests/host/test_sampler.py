@@ -118,3 +118,37 @@ def test_batch_guided_in_one_pass_matches_single(pack, setup):
     single = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4, seed=11, batch=1)
     batch = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4, seed=11, batch=2)
     assert torch.allclose(single[0], batch[0], rtol=1e-4, atol=1e-3)
+
+
+def test_fast_path_matches_straightforward_path(pack, setup):
+    """Stopping the guidance forward after the last layer read, and running it on the host's
+    fused attention kernel, changes the gradient by rounding only: the guided images of the
+    two paths are far closer to each other than either is to the unguided image."""
+    from dataclasses import replace
+    patched, model, pos, neg = setup
+    fast = guided_sampler(pack, scale_factor=200.0)
+    slow = guided_sampler(pack, scale_factor=200.0)
+    slow.settings = replace(slow.settings, stop_early=False, fused_attention=False)
+    reference = run(model, comfy.samplers.sampler_object("euler"), pos, neg, size=16, steps=4)
+    a = run(patched, fast, pos, neg, size=16, steps=4)
+    b = run(patched, slow, pos, neg, size=16, steps=4)
+    moved = (a - reference).abs().max()
+    assert moved > 1e-2
+    assert (a - b).abs().max() < 0.05 * moved  # rounding of values up to ~100
+    for ra, rb in zip(fast.last_run.reports, slow.last_run.reports):
+        assert ra.losses["total"] == pytest.approx(rb.losses["total"], rel=1e-4)
+
+
+def test_guidance_pass_uses_the_fused_attention_kernel(pack):
+    """Only the guidance pass swaps the kernel, whatever override another pack set."""
+    from importlib import import_module
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    engine = import_module(pack.__name__ + ".ai_t2i_attention")
+    other = object()
+    options = {"transformer_options": {"optimized_attention_override": other}}
+    recorder = engine.AttentionRecorder(frozenset())
+    fused = sampling.guidance_model_options(options, recorder)
+    host = sampling.guidance_model_options(options, recorder, fused_attention=False)
+    assert fused["transformer_options"]["optimized_attention_override"] is sampling.differentiable_attention
+    assert host["transformer_options"]["optimized_attention_override"] is other
+    assert options["transformer_options"]["optimized_attention_override"] is other  # the model's own is untouched

@@ -5,6 +5,7 @@ from importlib import import_module
 import pytest
 import torch
 
+import comfy.samplers
 from runner import encode, guided_sampler, patch, plain, run
 
 BOXES = "cat: 0.0 0.0 0.4 1.0; dog: 0.6 0.0 1.0 1.0"  # cat on the left, dog on the right
@@ -54,7 +55,7 @@ def test_layout_terms_reach_the_loss_and_fall(pack, setup):
     step's layout loss is measured after exactly one guided update."""
     patched, pos, neg = setup
     ms = patched.get_model_object("model_sampling")
-    s = float(__import__("comfy.samplers").samplers.calculate_sigmas(ms, "normal", 10)[2])
+    s = float(comfy.samplers.calculate_sigmas(ms, "normal", 10)[2])
     sampler = guided_sampler(pack, end_percent=1.0, scale_factor=20.0)
     run(patched, sampler, laid_out(pack, pos, weight=20.0), neg, size=SIZE, sigmas=torch.tensor([s, s, 0.0]))
     before, after = (r.losses for r in sampler.last_run.reports)
