@@ -140,12 +140,12 @@ def main():
             if settings is not None:
                 sampler, m = sampling.GuidedSampler(sampler, settings), patched
             with torch.inference_mode(), PeakMemory(device) as mem:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 comfy.sample.sample_custom(m, noise, 7.5, sampler, sigmas, pos, neg, latent, seed=0, disable_pbar=True)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
-            return dt, mem.mib
+                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            return dt, cpu, mem.mib
 
         # Warm-up (loading, allocator, kernels): one step plain and one guided step.
         one_step = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 1)
@@ -153,17 +153,19 @@ def main():
             sample(method, one_step)
         for rep in range(args.repeats):
             for method in methods:  # interleaved, so drift of the machine hits every method alike
-                dt, mib = sample(method, sigmas)
-                print(f"  {name} {size}px round {rep} {method}: {dt:.2f} s, {mib:.0f} MiB", flush=True)
-                r = results.setdefault(method, {"s": [], "mib": []})
+                dt, cpu, mib = sample(method, sigmas)
+                print(f"  {name} {size}px round {rep} {method}: {dt:.2f} s, cpu {cpu:.2f} s, {mib:.0f} MiB",
+                      flush=True)
+                r = results.setdefault(method, {"s": [], "cpu": [], "mib": []})
                 r["s"].append(dt)
+                r["cpu"].append(cpu)
                 r["mib"].append(mib)
-        plain_s = min(results["plain"]["s"]) if "plain" in results else None
-        plain_m = max(results["plain"]["mib"]) if "plain" in results else None
+        base = {k: min(v) if k != "mib" else max(v) for k, v in results["plain"].items()} if "plain" in results else None
         for method in methods:
-            s, mib = min(results[method]["s"]), max(results[method]["mib"])
-            rows.append((f"{name} {size}px", method, s, mib, s / plain_s if plain_s else float("nan"),
-                         mib / plain_m if plain_m else float("nan")))
+            r = results[method]
+            s, cpu, mib = min(r["s"]), min(r["cpu"]), max(r["mib"])
+            ratios = (s / base["s"], cpu / base["cpu"], mib / base["mib"]) if base else (float("nan"),) * 3
+            rows.append((f"{name} {size}px", method, s, cpu, mib, *ratios))
         print_table(rows[-len(methods):])
         del model, patched, clip
         comfy.model_management.unload_all_models()
@@ -173,10 +175,12 @@ def main():
 
 
 def print_table(rows):
-    print("| model | method | s/image | peak MiB | time x plain | memory x plain |")
-    print("|---|---|---|---|---|---|")
-    for name, method, s, mib, rt, rm in rows:
-        print(f"| {name} | {method} | {s:.2f} | {mib:.0f} | {rt:.2f} | {rm:.2f} |", flush=True)
+    """Wall seconds per image, process CPU seconds (less disturbed by other load on the
+    machine), peak memory, and each as a ratio to plain sampling of the same run."""
+    print("| model | method | s/image | CPU s | peak MiB | time x plain | CPU time x plain | memory x plain |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, method, s, cpu, mib, rt, rc, rm in rows:
+        print(f"| {name} | {method} | {s:.2f} | {cpu:.2f} | {mib:.0f} | {rt:.2f} | {rc:.2f} | {rm:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,15 @@ def summary_markdown(rows: list[dict], methods: list[str], args, emb: pathlib.Pa
         rates = summarize(sub, KEYS)
         sec = np.median([r["seconds_per_image"] for r in sub])
         lines.append(f"| {m} | {len(sub)} | " + " | ".join(_fmt(rates[k]) for k in KEYS) + f" | {sec:.2f} |")
+    base = {(r["prompt_index"], r["seed"]): r for r in rows if r["method"] == methods[0]}
+    lines += ["", f"Paired with {methods[0]} (same prompt and noise): images where only the method has both "
+              f"subjects present (wins) / only {methods[0]} has them (losses); exact two-sided sign test.", "",
+              "| method | wins | losses | sign test p |", "|---|---:|---:|---:|"]
+    for m in methods[1:]:
+        pairs = [(r["present"], base[(r["prompt_index"], r["seed"])]["present"]) for r in rows
+                 if r["method"] == m and (r["prompt_index"], r["seed"]) in base]
+        wins, losses = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
+        lines.append(f"| {m} | {wins} | {losses} | {_sign_test(wins, losses):.3f} |")
     lines += ["", "Per prompt, present (of seeds):", "", "| prompt | " + " | ".join(methods) + " |",
               "|---|" + "---:|" * len(methods)]
     for p in sorted({r["prompt_index"] for r in rows}):
@@ -197,6 +206,24 @@ def summary_markdown(rows: list[dict], methods: list[str], args, emb: pathlib.Pa
             lines.append(f"- {label}: `{r['prompt']}` -> the new shape detected in {r['detected']}/{r['n']} images "
                          f"(alone in {r['only_it']})")
     return "\n".join(lines) + "\n"
+
+
+def _sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided binomial sign test of wins vs losses (ties dropped)."""
+    from math import comb
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def rewrite_reports(args) -> None:
+    """summary.md and grid.png again from results.jsonl."""
+    out = pathlib.Path(args.out)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    (out / "summary.md").write_text(summary_markdown(rows, methods, args, pathlib.Path(args.embedding).resolve()))
+    write_grid(out, rows, methods)
 
 
 def write_grid(out: pathlib.Path, rows: list[dict], methods: list[str], seeds: int = 4) -> None:
@@ -231,9 +258,10 @@ def main(argv=None) -> None:
     ap.add_argument("--strengths", default="1,10,30", help="AI-T2I strengths to compare with vanilla")
     ap.add_argument("--no-word-baseline", dest="word_baseline", action="store_false",
                     help="skip vanilla with the plain shape word instead of the embedding")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite summary.md and grid.png from results.jsonl")
     args = ap.parse_args(argv)
     args.strengths = [float(s) for s in args.strengths.split(",") if s.strip()]
-    run(args)
+    rewrite_reports(args) if args.summary_only else run(args)
 
 
 if __name__ == "__main__":

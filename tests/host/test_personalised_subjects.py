@@ -122,3 +122,25 @@ def test_learned_embedding_through_the_loaders_embeddings_folder(pack, tmp_path,
     run(patch(pack, model), sampler, pos, plain(clip), size=16, steps=4)
     assert sampler.last_run.map_size == (16, 16) and not any(r.skipped for r in sampler.last_run.reports)
     assert_acts_on_all_columns(seen, sampler.last_run, 0, cols)
+
+
+def test_learn_embedding_writes_a_host_loadable_file(pack, tmp_path):
+    """A few steps of tools/learn_embedding.py: the vectors move away from their start
+    word and the file is a standard embedding the host's CLIP loads by name."""
+    import safetensors.torch
+    from tools import learn_embedding
+    out = tmp_path / "few_steps.safetensors"
+    learn_embedding.main(["--shape", "diamond", "--steps", "3", "--images", "4", "--batch", "2", "--lr", "0.05",
+                          "--check-seeds", "0", "--log-every", "1", "--out", str(out)])
+    vectors = safetensors.torch.load_file(str(out))["emb_params"]
+    assert vectors.shape == (2, 64) and torch.isfinite(vectors).all()
+    with torch.inference_mode():
+        model, clip, _ = pack.NODE_CLASS_MAPPINGS["AIT2ITinyModelLoader"]().load("ai_t2i_tiny_shapes.safetensors")
+    tokens = clip.tokenizer.tokenize_with_weights("a embedding:few_steps", tokenizer_options={})
+    assert not any(torch.is_tensor(t) for t, *_ in tokens["l"][0])  # not in the loader's folders yet
+    clip.tokenizer.clip_l.embedding_directory = [str(tmp_path)]
+    embedded = [t for t, *_ in clip.tokenizer.tokenize_with_weights("a embedding:few_steps")["l"][0] if torch.is_tensor(t)]
+    assert len(embedded) == 2 and torch.equal(torch.stack(embedded), vectors)
+    square = clip.tokenizer.tokenize_with_weights("square")["l"][0][1][0]
+    start = clip.cond_stage_model.clip_l.transformer.get_input_embeddings().weight[square].float()
+    assert (vectors - start).norm(dim=1).min() > 0.05  # the optimiser moved both vectors
