@@ -113,6 +113,7 @@ def main():
         "ai_t2i": ai_t2i,
         "ai_t2i_full_pass": replace(ai_t2i, stop_early=False),
         "ai_t2i_host_attention": replace(ai_t2i, fused_attention=False),
+        "ai_t2i_down": options.settings_from_inputs(**base, layers="down"),  # a cheaper option, not the default
         "every_step": options.settings_from_inputs(**{**base, "end_percent": 1.0}),
         "attend_and_excite": options.settings_from_inputs(**{**base, "method": "Attend-and-Excite"}),
     }
