@@ -6,7 +6,7 @@ whole UNet with the host's default attention. Both should give the same gradient
 to rounding. This script samples the embedded model's ShapesBench prompts with both
 paths from the same noise, scores every image with the exact evaluator, and prints the
 rates side by side, with how far the two paths' images are from each other next to how
-far guidance moves an image at all (vanilla vs fast).
+far guidance moves an image at all (vanilla vs fast). (Timing is benchmarks/cost.py's job.)
 
     python benchmarks/fast_path.py --prompts 34 --seeds 8 --strength 1
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-import time
 from dataclasses import replace
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -61,7 +60,6 @@ def main():
     latent = torch.zeros(args.seeds, 4, 16, 16)
     scores = {p: [] for p in paths}
     pixels = {p: [] for p in paths}
-    seconds = {p: 0.0 for p in paths}
     for i, spec in enumerate(EVAL_PROMPTS[:args.prompts]):
         pos, neg = encode_subjects(pack, clip, spec.text, ", ".join(subject_words(spec)),
                                    ", ".join(f"{c}:{s}" for c, s in attribute_pairs(spec)))
@@ -70,12 +68,10 @@ def main():
             sampler, m = comfy.samplers.sampler_object("euler"), model
             if settings is not None:
                 sampler, m = sampling.GuidedSampler(sampler, settings), patched
-            t0 = time.perf_counter()
             with torch.inference_mode():
                 out = comfy.sample.sample_custom(m, noise, args.cfg, sampler, sigmas, pos, neg, latent, seed=i,
                                                  disable_pbar=True)
                 images = (vae.decode(out).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-            seconds[name] += time.perf_counter() - t0
             pixels[name].append(images.astype(np.float32))
             scores[name] += [score(img, spec) for img in images]
         print(f"prompt {i + 1}/{args.prompts}: {spec.text}", flush=True)
@@ -84,11 +80,11 @@ def main():
     px = {k: np.concatenate(v) for k, v in pixels.items()}
     print(f"\nembedded model, {args.prompts} prompts x {args.seeds} seeds = {n} images per path, {args.steps} euler "
           f"steps, cfg {args.cfg}, strength {args.strength}, guided first half")
-    print("| path | " + " | ".join(KEYS) + " | s (all images) |")
-    print("|---|" + "---:|" * (len(KEYS) + 1))
+    print("| path | " + " | ".join(KEYS) + " |")
+    print("|---|" + "---:|" * len(KEYS))
     for name in paths:
         rates = [sum(bool(s[k]) for s in scores[name]) / n for k in KEYS]
-        print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in rates) + f" | {seconds[name]:.1f} |")
+        print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in rates) + " |")
     same = sum(all(a[k] == b[k] for k in KEYS) for a, b in zip(scores["fast"], scores["straightforward"]))
     print(f"\nimages scored identically by fast and straightforward: {same}/{n}")
     print(f"mean |pixel difference| fast vs straightforward: {np.abs(px['fast'] - px['straightforward']).mean():.3f}"
