@@ -45,7 +45,7 @@ def build(device, dtype):
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_files()))
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_files()), model_max_length=77)
     parts = dict(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                  safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     for m in (unet, text, vae):
