@@ -309,41 +309,39 @@ class GuidedRun:
         return new_x
 
     # -- the guidance forward ---------------------------------------------------------
-    def _terms(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
+    def _record_maps(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict):
+        """Run the prompt's branch on latent z (B, C, h, w) until the layers the loss reads
+        have fired; returns their SubjectMaps. Gradients flow if the caller enables them."""
         recorder = AttentionRecorder(frozenset(l.key for l in self.layers), stop_early=self.settings.stop_early)
         mo = guidance_model_options(model_options, recorder, self.settings.fused_attention)
+        try:
+            comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], z, sigma, mo)
+        except StopGuidanceForward:
+            pass
+        if not recorder.complete:
+            missing = sorted(recorder.wanted - set(recorder.seen))
+            raise GuidanceError(f"the AI-T2I hooks did not fire on {len(missing)} layers (e.g. {missing[0]}): "
+                                "another patch or model wrapper bypasses cross-attention there; connect "
+                                "'AI-T2I Attention Patch' last in the model chain")
+        self.record.map_size = recorder.map_size
+        return subject_maps(recorder.average(), self.groups)
+
+    def _terms(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
         with torch.inference_mode(False), torch.enable_grad():
-            try:
-                comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], z, sigma, mo)
-            except StopGuidanceForward:
-                pass
-            if not recorder.complete:
-                missing = sorted(recorder.wanted - set(recorder.seen))
-                raise GuidanceError(f"the AI-T2I hooks did not fire on {len(missing)} layers (e.g. {missing[0]}): "
-                                    "another patch or model wrapper bypasses cross-attention there; connect "
-                                    "'AI-T2I Attention Patch' last in the model chain")
-            maps = subject_maps(recorder.average(), self.groups)
+            maps = self._record_maps(z, sigma, model_options)
             maps.previous = self.previous_maps
             maps.regions = self._regions(z, tuple(maps.raw.shape[-2:]))
             terms = LOSSES[self.settings.preset.loss](maps, self.weights)
         self.latest_maps = maps.smoothed.detach()
-        self.record.map_size = recorder.map_size
         if self.settings.keep_maps and step not in self.record.maps:
             self.record.maps[step] = maps.raw.detach().cpu()
         return terms
 
-
     def _maps_after(self, z: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> torch.Tensor:
         """(B, S, H, W) raw subject maps of latent z, no gradient: what the step's own
         prediction sees after the update."""
-        recorder = AttentionRecorder(frozenset(l.key for l in self.layers), stop_early=True)
         with torch.no_grad():
-            try:
-                comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], z, sigma,
-                                               guidance_model_options(model_options, recorder))
-            except StopGuidanceForward:
-                pass
-            return subject_maps(recorder.average(), self.groups).raw.cpu()
+            return self._record_maps(z, sigma, model_options).raw.cpu()
 
     def _regions(self, z: torch.Tensor, map_hw: tuple[int, int]) -> Optional[torch.Tensor]:
         """The layout's regions at the map size, for a (B, C, h, w) latent z (None: no layout)."""
