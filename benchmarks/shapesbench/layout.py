@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.shapesbench.evaluate import PromptSpec, detect, score  # noqa: E402
 from benchmarks.shapesbench.prompts import EVAL_PROMPTS, attribute_pairs, subject_words  # noqa: E402
-from benchmarks.shapesbench.run import (DEFAULT_MODEL, LocalExecutor, ResultsWriter, parse_prompt_selection,  # noqa: E402
-                                        read_results)
+from benchmarks.shapesbench.run import (DEFAULT_MODEL, LocalExecutor, ResultsWriter, image_grid,  # noqa: E402
+                                        parse_prompt_selection, read_results)
 
 CANVAS = 128
 RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "noise_seed", "weight", "end_percent")
@@ -229,24 +229,19 @@ def write_grid(out: pathlib.Path, rows: list[dict], methods: list[str], seed: in
 
     prompts = sorted({r["prompt_index"] for r in rows})
     by = {(r["prompt_index"], r["method"]): r for r in rows if r["seed"] == seed}
-    cell, label_w, head_h = CANVAS, 200, 20
-    grid = Image.new("RGB", (label_w + cell * len(methods), head_h + cell * len(prompts)), "white")
-    draw = ImageDraw.Draw(grid)
-    for j, m in enumerate(methods):
-        draw.text((label_w + j * cell + 4, 4), m, fill="black")
-    for i, p in enumerate(prompts):
-        y = head_h + i * cell
-        draw.text((4, y + cell // 2 - 6), EVAL_PROMPTS[p].text, fill="black")
-        for j, m in enumerate(methods):
-            r = by.get((p, m))
-            if r is None or not (out / r["image"]).exists():
-                continue
-            im = Image.open(out / r["image"]).convert("RGB").resize((cell, cell))
-            d = ImageDraw.Draw(im)
-            for box, colour in zip(target_boxes(p), ("black", "magenta")):
-                d.rectangle([v * cell for v in box], outline=colour)
-            grid.paste(im, (label_w + j * cell, y))
-    grid.save(out / "grid.png")
+    cell = CANVAS
+
+    def tile(i, j):
+        p, r = prompts[i], by.get((prompts[i], methods[j]))
+        if r is None or not (out / r["image"]).exists():
+            return None
+        im = Image.open(out / r["image"]).convert("RGB").resize((cell, cell))
+        d = ImageDraw.Draw(im)
+        for box, colour in zip(target_boxes(p), ("black", "magenta")):
+            d.rectangle([v * cell for v in box], outline=colour)
+        return im
+
+    image_grid([EVAL_PROMPTS[p].text for p in prompts], methods, tile, cell=cell, label_w=200).save(out / "grid.png")
 
 
 def main(argv=None) -> None:

@@ -514,6 +514,26 @@ def summary_markdown(rows: list[dict], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def image_grid(row_labels: list[str], col_labels: list[str], tile, cell: int = 128, label_w: int = 230,
+               head_h: int = 20):
+    """A white PIL image: column labels on top, a label left of each row, and tile(i, j)
+    (a (cell, cell) RGB image, or None for an empty cell) at row i, column j."""
+    from PIL import Image, ImageDraw
+
+    grid = Image.new("RGB", (label_w + cell * len(col_labels), head_h + cell * len(row_labels)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, label in enumerate(col_labels):
+        draw.text((label_w + j * cell + 4, 4), label, fill="black")
+    for i, label in enumerate(row_labels):
+        y = head_h + i * cell
+        draw.text((4, y + cell // 2 - 6), label, fill="black")
+        for j in range(len(col_labels)):
+            im = tile(i, j)
+            if im is not None:
+                grid.paste(im, (label_w + j * cell, y))
+    return grid
+
+
 def write_grid(out: pathlib.Path, rows: list[dict], methods: list[str], max_rows: int = 8) -> None:
     """Rows: a few prompts (shape-only, coloured, held-out mixed); columns: methods; the first seed."""
     from PIL import Image, ImageDraw
@@ -525,24 +545,22 @@ def write_grid(out: pathlib.Path, rows: list[dict], methods: list[str], max_rows
         return
     if len(prompts) > max_rows:  # spread the rows over the prompt list
         prompts = [prompts[round(i * (len(prompts) - 1) / (max_rows - 1))] for i in range(max_rows)]
-    cell, label_w, head_h = 128, 230, 20
-    grid = Image.new("RGB", (label_w + cell * len(methods), head_h + cell * len(prompts)), "white")
-    draw = ImageDraw.Draw(grid)
-    for j, m in enumerate(methods):
-        draw.text((label_w + j * cell + 4, 4), m, fill="black")
-    for i, p in enumerate(prompts):
-        y = head_h + i * cell
+    cell = 128
+
+    def label(p):
         any_row = next(by[(p, m)] for m in methods if (p, m) in by)
-        text = any_row["prompt"] + (" (held-out)" if any_row["held_out"] else "")
-        draw.text((4, y + cell // 2 - 6), text, fill="black")
-        for j, m in enumerate(methods):
-            r = by.get((p, m))
-            if r is None or not (out / r["image"]).exists():
-                continue
-            grid.paste(Image.open(out / r["image"]).convert("RGB").resize((cell, cell)), (label_w + j * cell, y))
-            draw.text((label_w + j * cell + 3, y + cell - 13), "ok" if r["correct"] else "x",
-                      fill=(0, 140, 0) if r["correct"] else (200, 0, 0))
-    grid.save(out / "grid.png")
+        return any_row["prompt"] + (" (held-out)" if any_row["held_out"] else "")
+
+    def tile(i, j):
+        r = by.get((prompts[i], methods[j]))
+        if r is None or not (out / r["image"]).exists():
+            return None
+        im = Image.open(out / r["image"]).convert("RGB").resize((cell, cell))
+        ImageDraw.Draw(im).text((3, cell - 13), "ok" if r["correct"] else "x",
+                                fill=(0, 140, 0) if r["correct"] else (200, 0, 0))
+        return im
+
+    image_grid([label(p) for p in prompts], methods, tile, cell=cell).save(out / "grid.png")
 
 
 def write_reports(out: pathlib.Path, methods_order: list[str] | None = None) -> None:
