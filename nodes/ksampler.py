@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import comfy.samplers
 
-from ..ai_t2i_attention.preview import heatmaps
+from .attention_maps import before_after_tiles
 from .host.attention import PATCH_KEY, install_hooks
 from .host.sampling import sample_with_guidance
 from .options import GUIDANCE_INPUTS, settings_from_inputs
@@ -50,13 +50,11 @@ class AIT2IKSampler:
         return {"ui": {"text": [log_text]}, "result": (latent, maps_image(record), log_text)}
 
 
-def maps_image(record, steps=None, image=None):
-    """(N, H, W, 3) heatmaps of the recorded steps (first and last guided step by default)."""
+def maps_image(record):
+    """(N, H, W, 3) heatmaps of the first and last guided step (a black tile when none was guided)."""
     import torch
 
     if not record or not record.maps:
         return torch.zeros(1, 64, 64, 3)
     keys = sorted(record.maps)
-    chosen = [k for k in keys if k in steps] if steps else sorted({keys[0], keys[-1]})
-    size = tuple(image.shape[1:3]) if image is not None else (256, 256)
-    return torch.cat([heatmaps(record.maps[k], size, image) for k in chosen], dim=0)
+    return before_after_tiles(record, sorted({keys[0], keys[-1]}))[0]
