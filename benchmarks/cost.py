@@ -1,10 +1,11 @@
 """Cost of AI-T2I guidance next to plain sampling, measured side by side in one run.
 
 For each model: seconds per image and peak memory of plain sampling, AI-T2I (this
-pack's path), and AI-T2I with one of its savings taken away at a time (each row says
-which: the guidance forward run to the end of the UNet; the host's own attention kernel
-in the guidance pass; a guidance pass at every step, as the reference code does), and
-the Attend-and-Excite preset. Same model, seed, resolution, sampler and steps for every
+pack's path, default settings), and AI-T2I with one of its savings taken away at a time
+(each row says which: the reference's down+up layers where the default layer set "auto"
+reads only the down blocks; the guidance forward run to the end of the UNet; the host's
+own attention kernel in the guidance pass; a guidance pass at every step, as the
+reference code does), and the Attend-and-Excite preset. Same model, seed, resolution, sampler and steps for every
 row; ratios are to plain sampling of the same run. Targets: time <= 1.35x, memory <= 1.3x.
 
     python benchmarks/cost.py --models sd15,tiny:128 --size 512 --steps 10      # CPU
@@ -87,8 +88,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--methods", default="plain,ai_t2i,ai_t2i_full_pass,ai_t2i_host_attention,every_step,"
-                                         "attend_and_excite")
+    ap.add_argument("--methods", default="plain,ai_t2i,ai_t2i_down_up,ai_t2i_full_pass,ai_t2i_host_attention,"
+                                         "every_step,attend_and_excite")
     args = ap.parse_args()
 
     from comfy_host import import_pack
@@ -113,9 +114,11 @@ def main():
         "ai_t2i": ai_t2i,
         "ai_t2i_full_pass": replace(ai_t2i, stop_early=False),
         "ai_t2i_host_attention": replace(ai_t2i, fused_attention=False),
-        "ai_t2i_down": options.settings_from_inputs(**base, layers="down"),  # a cheaper option, not the default
-        "ai_t2i_straightforward": replace(ai_t2i, stop_early=False, fused_attention=False),  # neither saving
-        "every_step": options.settings_from_inputs(**{**base, "end_percent": 1.0}),
+        "ai_t2i_down_up": replace(ai_t2i, layers="down+up"),  # the reference's layers, where auto reads fewer
+        "ai_t2i_down": replace(ai_t2i, layers="down"),  # the cheapest layer set
+        # none of the savings: the reference's layers, the whole UNet, the host's attention kernel
+        "ai_t2i_straightforward": replace(ai_t2i, layers="down+up", stop_early=False, fused_attention=False),
+        "every_step": replace(ai_t2i, schedule=replace(ai_t2i.schedule, end=1.0)),
         "attend_and_excite": options.settings_from_inputs(**{**base, "method": "Attend-and-Excite"}),
     }
     methods = args.methods.split(",")

@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=5.0)
     ap.add_argument("--strength", type=float, default=1.0)
+    ap.add_argument("--layers", default="auto",
+                    help="layer set of the fast path (the straightforward path always reads the reference's down+up)")
     args = ap.parse_args()
 
     from comfy_host import import_pack
@@ -53,9 +55,10 @@ def main():
     with torch.inference_mode():
         model, clip, vae = tiny.load_tiny_model()
     patched = attention.install_hooks(model)
-    fast = options.settings_from_inputs(method="AI-T2I", strength=args.strength, start_percent=0.0, end_percent=0.5)
-    paths = {"vanilla": None, "fast": fast,
-             "straightforward": replace(fast, stop_early=False, fused_attention=False)}
+    reference = options.settings_from_inputs(method="AI-T2I", strength=args.strength, start_percent=0.0,
+                                             end_percent=0.5, layers="down+up")
+    paths = {"vanilla": None, "fast": replace(reference, layers=args.layers),
+             "straightforward": replace(reference, stop_early=False, fused_attention=False)}
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", args.steps)
     latent = torch.zeros(args.seeds, 4, 16, 16)
     scores = {p: [] for p in paths}
@@ -79,7 +82,8 @@ def main():
     n = len(scores["fast"])
     px = {k: np.concatenate(v) for k, v in pixels.items()}
     print(f"\nembedded model, {args.prompts} prompts x {args.seeds} seeds = {n} images per path, {args.steps} euler "
-          f"steps, cfg {args.cfg}, strength {args.strength}, guided first half")
+          f"steps, cfg {args.cfg}, strength {args.strength}, guided first half; fast path reads layers "
+          f"{args.layers}, the straightforward one down+up")
     print("| path | " + " | ".join(KEYS) + " |")
     print("|---|" + "---:|" * len(KEYS))
     for name in paths:

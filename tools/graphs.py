@@ -27,7 +27,7 @@ def custom_sampling_graph(source: dict, prompt: str, subjects: str, attributes: 
         "5": _n("KSamplerSelect", sampler_name=sampler),
         "6": _n("AIT2IGuidedSampler", sampler=["5", 0], method=method, strength=strength, start_percent=0.0,
                 end_percent=end_percent, scale_factor=20.0, isolation_metric="euclidean", refinement="preset",
-                level="auto", layers="down+up"),
+                level="auto", layers="auto"),
         "7": _n("BasicScheduler", model=["4", 0], scheduler="normal", steps=steps, denoise=1.0),
         "8": _n("RandomNoise", noise_seed=seed),
         "9": _n("CFGGuider", model=["4", 0], positive=["2", 0], negative=["3", 0], cfg=cfg),

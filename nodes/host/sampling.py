@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -27,6 +27,7 @@ from ...ai_t2i_attention.layout import LAYOUT_LOSSES
 from .attention import (RECORDER_KEY, CrossAttentionHook, Layer, StopGuidanceForward, differentiable_attention,
                         hook_chain, installed_layers)
 from .gradients import make_grad_capable
+from .unet_work import unet_work, work_until
 
 log = logging.getLogger("ai_t2i")
 
@@ -35,6 +36,12 @@ LAYOUT_KEY = "ai_t2i_layout"  # same entry: a SubjectLayout from 'AI-T2I Subject
 LEVELS = ("auto", "1/1", "1/2", "1/4", "1/8")
 LAYER_SETS = {"down+up": ("input", "output"), "down": ("input",), "up": ("output",),
               "down+mid+up": ("input", "middle", "output")}
+# Layer set "auto" reads the reference's down and up blocks, unless the guidance pass would
+# then run more than this fraction of the UNet's forward (SDXL: its up-block maps come after
+# ~78% of it), and the down blocks alone otherwise. Why 0.7: with half of the steps guided, a
+# batch-1 pass costing half of a CFG step per unit of work, and a backward about as dear as
+# its forward, guided sampling costs about 1 + 0.5 * fraction of plain sampling: 1.35x at 0.7.
+AUTO_WORK_BUDGET = 0.7
 # Their step count is adaptive: the schedule's positions do not map onto their steps.
 UNSUPPORTED_SAMPLERS = {"dpm_fast_function": "dpm_fast", "dpm_adaptive_function": "dpm_adaptive"}
 # k-diffusion samplers that call the model once per step, on their own state tensor,
@@ -58,7 +65,7 @@ class GuidanceSettings:
     schedule: GuidanceSchedule = GuidanceSchedule()
     strength: float = 1.0  # multiplies every step size; 0 turns guidance off
     level: str = "auto"
-    layers: str = "down+up"
+    layers: str = "auto"
     keep_maps: bool = True  # keep each guided step's maps for previews
     # Also keep the maps after each update: one extra no-grad conditional forward per guided
     # step (stopped after the last layer read), so it is off unless a preview asks for it.
@@ -73,21 +80,22 @@ class RunRecord:
 
     subjects: list[str] = field(default_factory=list)
     map_size: Optional[tuple[int, int]] = None
+    layers: str = ""  # which cross-attention layers the loss read (describe_layers)
+    pass_work: Optional[float] = None  # estimated fraction of the UNet's forward a guidance pass ran
     reports: list[StepReport] = field(default_factory=list)
     maps: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (B, S, H, W) raw maps
     maps_after: dict[int, torch.Tensor] = field(default_factory=dict)  # same, at the step's updated latent
 
     def log_text(self) -> str:
         head = f"AI-T2I run: subjects={', '.join(self.subjects)} maps={self.map_size}"
+        if self.layers:
+            head += f" from {self.layers}"
+        if self.pass_work is not None:
+            head += f", guidance pass ~{self.pass_work:.0%} of the UNet"
         return "\n".join([head] + [r.line() for r in self.reports])
 
 
-def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: str, layer_set: str) -> list[Layer]:
-    """The layers whose maps the loss reads, for this latent size."""
-    if level not in LEVELS:
-        raise GuidanceError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
-    if layer_set not in LAYER_SETS:
-        raise GuidanceError(f"unknown layer set {layer_set!r}; choose one of {', '.join(LAYER_SETS)}")
+def _layers_of_set(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: str, layer_set: str) -> list[Layer]:
     blocks = LAYER_SETS[layer_set]
     usable = [l for l in layers if l.key[0] in blocks]
     factors = sorted({l.factor for l in usable})
@@ -108,6 +116,36 @@ def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: 
         raise GuidanceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
                             f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")
     return [l for l in usable if l.factor == factor]
+
+
+def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: str, layer_set: str,
+                  work: Optional[Callable[[list[Layer]], float]] = None) -> list[Layer]:
+    """The layers whose maps the loss reads, for this latent size. For the layer set
+    "auto", work(layers) is the fraction of the UNet's forward the guidance pass runs
+    when it stops after `layers` (see unet_work.py)."""
+    if level not in LEVELS:
+        raise GuidanceError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
+    if layer_set not in LAYER_SETS and layer_set != "auto":
+        raise GuidanceError(f"unknown layer set {layer_set!r}; choose one of auto, {', '.join(LAYER_SETS)}")
+    if layer_set != "auto":
+        return _layers_of_set(layers, latent_hw, level, layer_set)
+    chosen = _layers_of_set(layers, latent_hw, level, "down+up")
+    if work is None or work(chosen) <= AUTO_WORK_BUDGET:
+        return chosen
+    try:
+        return _layers_of_set(layers, latent_hw, level, "down")
+    except GuidanceError:  # no down-block layers at that level: the costlier set is the only one
+        return chosen
+
+
+def describe_layers(layers: list[Layer]) -> str:
+    """'input 7, 8 + output 3, 4, 5 (5 layers)': which blocks' cross-attention is read."""
+    blocks: dict[str, list[int]] = {}
+    for l in layers:
+        ids = blocks.setdefault(l.key[0], [])
+        if l.key[1] not in ids:
+            ids.append(l.key[1])
+    return " + ".join(f"{name} {', '.join(map(str, ids))}" for name, ids in blocks.items()) + f" ({len(layers)} layers)"
 
 
 def subject_entry(conds: dict) -> tuple[dict, TokenGroups]:
@@ -292,7 +330,16 @@ class GuidedRun:
     def update(self, x: torch.Tensor, sigma: torch.Tensor, step: int, model_options: dict) -> torch.Tensor:
         """The guided update of step `step` on latent x (B, C, H, W); returns the new latent."""
         if not self.layers:
-            self.layers = choose_layers(self.all_layers, tuple(x.shape[-2:]), self.settings.level, self.settings.layers)
+            hw = tuple(x.shape[-2:])
+            work = unet_work(self.guider.inner_model.diffusion_model, hw)
+            layer_set = self.settings.layers
+            if layer_set == "auto" and self.entry.get("control") is not None:
+                # ControlNet residuals join the UNet on its up path: down-block maps would not see them.
+                layer_set = "down+up"
+            self.layers = choose_layers(self.all_layers, hw, self.settings.level, layer_set,
+                                        lambda layers: work_until(work, [l.key for l in layers]))
+            self.record.layers = describe_layers(self.layers)
+            self.record.pass_work = work_until(work, [l.key for l in self.layers]) if self.settings.stop_early else 1.0
         sched = self.settings.schedule
         self.previous_maps = self.latest_maps
         threshold = sched.refinement_threshold(step, self.total_steps) if self.settings.preset.refine else None

@@ -56,6 +56,10 @@ def test_controlnet_changes_the_guidance_forward(pack, sd15, prompt, model_files
     base = _maps(pack, model, pos, neg)
     controlled = _maps(pack, model, cpos, cneg)
     assert not torch.allclose(base.maps[0], controlled.maps[0], atol=1e-5)
+    # Layer set auto: at 128 px the up-block maps are the UNet's last layers, so without a ControlNet
+    # it reads the down blocks; ControlNet residuals join on the up path, so with one it reads both.
+    assert base.layers == "input 1, 2 (2 layers)" and base.pass_work < 0.3
+    assert controlled.layers == "input 1, 2 + output 9, 10, 11 (5 layers)" and controlled.pass_work > 0.9
 
 
 def test_fp16_model_guides_with_fp32_loss(pack, sd15_small):
