@@ -45,6 +45,7 @@ def main():
     from importlib import import_module
 
     from benchmarks.shapesbench.evaluate import score
+    from benchmarks.shapesbench.run import _prompt_bootstrap
     from benchmarks.shapesbench.prompts import EVAL_PROMPTS, attribute_pairs, subject_words
     from runner_common import encode_subjects
     sampling = import_module(pack.__name__ + ".nodes.host.sampling")
@@ -89,6 +90,14 @@ def main():
     for name in paths:
         rates = [sum(bool(s[k]) for s in scores[name]) / n for k in KEYS]
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in rates) + " |")
+    # fast - straightforward per rate, with a 95% interval resampling whole prompts
+    keyed = {p: {(i // args.seeds, i % args.seeds): s for i, s in enumerate(v)} for p, v in scores.items()}
+    cells = []
+    for k in KEYS:
+        diff = sum(bool(s[k]) for s in scores["fast"]) / n - sum(bool(s[k]) for s in scores["straightforward"]) / n
+        lo, hi = _prompt_bootstrap(keyed["fast"], keyed["straightforward"], key=k)
+        cells.append(f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    print("| fast - straightforward | " + " | ".join(cells) + " |")
     same = sum(all(a[k] == b[k] for k in KEYS) for a, b in zip(scores["fast"], scores["straightforward"]))
     print(f"\nimages scored identically by fast and straightforward: {same}/{n}")
     print(f"mean |pixel difference| fast vs straightforward: {np.abs(px['fast'] - px['straightforward']).mean():.3f}"

@@ -426,14 +426,14 @@ def _gain_lines(rows: list[dict], a: str, b: str, label: str) -> list[str]:
     return [f"| {label} | {len(ra)} | " + " | ".join(diffs) + f" | [{lo:+.3f}, {hi:+.3f}] | {wins} / {losses} |"]
 
 
-def _prompt_bootstrap(ra: dict, rb: dict, n_boot: int = 2000) -> tuple[float, float]:
-    """95% interval of the difference of correct rates, resampling whole prompts (the seeds
-    of one prompt are not independent of each other)."""
+def _prompt_bootstrap(ra: dict, rb: dict, n_boot: int = 2000, key: str = "correct") -> tuple[float, float]:
+    """95% interval of the difference of `key` rates, for rows keyed (prompt, seed), resampling
+    whole prompts (the seeds of one prompt are not independent of each other)."""
     import numpy as np
 
     per_prompt: dict[str, list[int]] = {}
     for k in ra:
-        per_prompt.setdefault(k[0], []).append(int(ra[k]["correct"]) - int(rb[k]["correct"]))
+        per_prompt.setdefault(k[0], []).append(int(ra[k][key]) - int(rb[k][key]))
     sums = np.array([sum(v) for v in per_prompt.values()], dtype=float)
     counts = np.array([len(v) for v in per_prompt.values()], dtype=float)
     rng = np.random.default_rng(0)

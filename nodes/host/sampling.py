@@ -145,7 +145,8 @@ def describe_layers(layers: list[Layer]) -> str:
         ids = blocks.setdefault(l.key[0], [])
         if l.key[1] not in ids:
             ids.append(l.key[1])
-    return " + ".join(f"{name} {', '.join(map(str, ids))}" for name, ids in blocks.items()) + f" ({len(layers)} layers)"
+    count = f"{len(layers)} layer" + ("s" if len(layers) != 1 else "")
+    return " + ".join(f"{name} {', '.join(map(str, ids))}" for name, ids in blocks.items()) + f" ({count})"
 
 
 def subject_entry(conds: dict) -> tuple[dict, TokenGroups]:
