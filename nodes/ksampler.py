@@ -6,7 +6,7 @@ import comfy.samplers
 from .attention_maps import before_after_tiles
 from .host.attention import PATCH_KEY, install_hooks
 from .host.sampling import sample_with_guidance
-from .options import GUIDANCE_INPUTS, settings_from_inputs
+from .options import ADVANCED_INPUTS, GUIDANCE_INPUTS, settings_from_inputs
 
 
 class AIT2IKSampler:
@@ -37,7 +37,7 @@ class AIT2IKSampler:
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "How much of the schedule to run (1.0 = from pure noise)."}),
             **GUIDANCE_INPUTS,
-        }}
+        }, "optional": {"layers": ADVANCED_INPUTS["layers"]}}
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                **options):

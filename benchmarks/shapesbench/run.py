@@ -88,7 +88,10 @@ SINGLE_PROMPTS: list[PromptSpec] = [
 ]
 
 # Settings that must match for lines of one results.jsonl to be comparable.
-RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "job", "noise_seed", "model", "strength", "end_percent")
+RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "job", "noise_seed", "model", "strength", "end_percent",
+            "layers")
+# Rows written before a setting existed were made with its value then.
+LEGACY_VALUES = {"layers": "down+up"}
 
 
 # ---------------------------------------------------------------------------
@@ -102,7 +105,7 @@ def _n(class_type: str, **inputs) -> dict:
 
 def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int, batch: int, steps: int,
                 cfg: float, sampler: str, scheduler: str, strength: float, end_percent: float,
-                prefix: str) -> dict:
+                prefix: str, layers: str = "auto") -> dict:
     """The API-format graph of one job. The saved images are node "7"'s output."""
     node_method = METHODS[method]
     subjects = ", ".join(subject_words(spec))
@@ -119,7 +122,7 @@ def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int,
         g["5"] = _n("KSampler", **common)
     else:
         g["5"] = _n("AIT2IKSampler", method=node_method, strength=strength, start_percent=0.0,
-                    end_percent=end_percent, **common)
+                    end_percent=end_percent, layers=layers, **common)
     g["6"] = _n("VAEDecode", samples=["5", 0], vae=["1", 2])
     g["7"] = _n("SaveImage", images=["6", 0], filename_prefix=prefix)
     return g
@@ -278,7 +281,8 @@ def run_job(executor, spec: PromptSpec, p: int, method: str, seed_ids: list[int]
     noise_seed = args.noise_seed if args.job == "batch" else args.noise_seed + seed_ids[0]
     batch = len(seed_ids) if args.job == "seed" else args.seeds
     graph = build_graph(spec, method, args.model.name, noise_seed, batch, args.steps, args.cfg, args.sampler,
-                        args.scheduler, args.strength, args.end_percent, prefix=f"shapesbench_p{p:02d}_{method}")
+                        args.scheduler, args.strength, args.end_percent, prefix=f"shapesbench_p{p:02d}_{method}",
+                        layers=args.layers)
     t0 = time.perf_counter()
     images = executor.run(graph)
     seconds = time.perf_counter() - t0
@@ -320,7 +324,7 @@ def run(args) -> None:
     existing = read_results(results_path, repair=True)
     mine = {k: getattr(args, k) if k != "model" else args.model.name for k in RUN_KEYS}
     for row in existing:
-        other = {k: row.get(k) for k in RUN_KEYS}
+        other = {k: row.get(k, LEGACY_VALUES.get(k)) for k in RUN_KEYS}
         if other != mine:
             raise SystemExit(f"{results_path} was made with other settings {other} (this run: {mine}); "
                              "use another --out")
@@ -589,6 +593,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scheduler", default="normal")
     ap.add_argument("--strength", type=float, default=1.0, help="AI-T2I / A&E step size multiplier")
     ap.add_argument("--end-percent", type=float, default=0.5, help="guidance stops at this fraction of the steps")
+    ap.add_argument("--layers", default="auto", help="layer set the guided methods read (the committed results: "
+                                                     "down+up, the default before 'auto')")
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="the tiny model file (see the docstring)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (in-process runs)")
     ap.add_argument("--single", action="store_true", help="run the one-object prompts instead of EVAL_PROMPTS")

@@ -130,3 +130,21 @@ def test_size_budget(tiny):
     params += sum(p.numel() for p in clip.cond_stage_model.parameters())
     params += sum(p.numel() for p in vae.first_stage_model.parameters())
     assert params * 2 <= MAX_BYTES  # fp16 storage
+
+
+@pytest.mark.parametrize("layers, read", [(None, "input 1 (1 layer)"),
+                                          ("down+up", "input 1 + output 2, 3 (3 layers)")])
+def test_ksampler_layers_input(pack, tiny, layers, read):
+    """KSampler (AI-T2I)'s optional layers input: left out, the layer set auto reads this model's
+    down block only (its 16x16 up-block maps are its last layers); down+up reads the reference's set."""
+    model, clip, _ = tiny
+    node = pack.NODE_CLASS_MAPPINGS["AIT2IKSampler"]()
+    prompt = pack.NODE_CLASS_MAPPINGS["AIT2ISubjectPrompt"]()
+    with torch.inference_mode():
+        pos = prompt.encode(clip, "a red circle and a blue square", "circle, square")[0]
+        neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        extra = {"layers": layers} if layers else {}
+        out = node.sample(model, 0, 4, 5.0, "euler", "normal", pos, neg, {"samples": torch.zeros(1, 4, 16, 16)},
+                          1.0, method="AI-T2I", strength=1.0, start_percent=0.0, end_percent=0.5, **extra)
+    log_text = out["result"][2]
+    assert f"maps=(16, 16) from {read}" in log_text, log_text
