@@ -27,8 +27,7 @@ import torch.nn.functional as F
 
 from .losses import LOSSES, PRESETS, LossWeights, Preset, presence_term
 from .maps import SubjectMaps
-
-_EPS = 1e-8
+from .regions import EPS
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def _attribute_maps(maps: SubjectMaps) -> torch.Tensor:
 def _distribution(m: torch.Tensor) -> torch.Tensor:
     """(..., H, W) non-negative maps -> (..., H*W) distributions over pixels."""
     flat = m.flatten(-2).clamp_min(0.0)
-    return flat / flat.sum(dim=-1, keepdim=True).clamp_min(_EPS)
+    return flat / flat.sum(dim=-1, keepdim=True).clamp_min(EPS)
 
 
 # ---------------------------------------------------------------- Divide & Bind
@@ -79,7 +78,7 @@ def jensen_shannon(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     m = 0.5 * (p + q)
 
     def kl(a, b):
-        return (a * (torch.log(a.clamp_min(_EPS)) - torch.log(b.clamp_min(_EPS)))).sum(-1)
+        return (a * (torch.log(a.clamp_min(EPS)) - torch.log(b.clamp_min(EPS)))).sum(-1)
 
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
@@ -130,7 +129,7 @@ def segregation_term(m: torch.Tensor) -> torch.Tensor:
     total = flat.sum(dim=(1, 2)) * 0.0  # zero for one subject, but still a function of the maps
     for i, j in itertools.combinations(range(s), 2):
         inter = torch.minimum(flat[:, i], flat[:, j]).sum(-1)
-        total = total + inter / (flat[:, i] + flat[:, j]).sum(-1).clamp_min(_EPS)
+        total = total + inter / (flat[:, i] + flat[:, j]).sum(-1).clamp_min(EPS)
     return total
 
 
@@ -147,7 +146,7 @@ def retention_term(m: torch.Tensor, previous: torch.Tensor | None, threshold: fl
     peak = prev.flatten(2).amax(-1)[..., None, None]
     mask = (prev >= threshold * peak).to(m) * (peak > 0).to(m)
     inter = (m * mask).flatten(2).sum(-1)
-    union = (m + mask - m * mask).flatten(2).sum(-1).clamp_min(_EPS)
+    union = (m + mask - m * mask).flatten(2).sum(-1).clamp_min(EPS)
     return (1.0 - inter / union).sum(dim=1)
 
 
@@ -188,7 +187,7 @@ def contrastive_term(embeddings: torch.Tensor, labels: list[int], temperature: f
     pos = same & ~eye
     if not bool(pos.any()):
         return embeddings.sum(dim=(1, 2)) * 0.0  # zero, but still a function of the maps
-    z = F.normalize(embeddings, dim=-1, eps=_EPS)
+    z = F.normalize(embeddings, dim=-1, eps=EPS)
     logits = torch.einsum("bnd,bmd->bnm", z, z) / temperature  # (B, N, N)
     neg_logits = logits.masked_fill(same[None], float("-inf"))  # negatives only
     a_idx, p_idx = torch.nonzero(pos, as_tuple=True)

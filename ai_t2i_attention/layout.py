@@ -214,7 +214,7 @@ class SubjectLayout:
 # ---------------------------------------------------------------------------
 
 
-def _has_region(regions: torch.Tensor) -> torch.Tensor:
+def has_region(regions: torch.Tensor) -> torch.Tensor:
     """(B, S, h, w) -> (B, S) bool."""
     return regions.flatten(2).sum(-1) > EPS
 
@@ -262,7 +262,7 @@ def layout_inner_term(maps: SubjectMaps, w) -> torch.Tensor:
     if maps.regions is None:
         return m.new_zeros(b)
     regions = _regions_of(maps)
-    has = _has_region(regions)
+    has = has_region(regions)
     terms, counted = [], []
     for i in range(s):
         inside = topk_mean(m[:, i].flatten(1), regions[:, i].flatten(1), w.layout_topk)
@@ -274,7 +274,7 @@ def layout_inner_term(maps: SubjectMaps, w) -> torch.Tensor:
 def outside_regions(regions: torch.Tensor) -> torch.Tensor:
     """(B, S, h, w) -> where each subject should not be: the complement of its own region,
     or, for a subject without one, the union of the others' regions."""
-    has = _has_region(regions)[..., None, None]
+    has = has_region(regions)[..., None, None]
     others = (regions.sum(1, keepdim=True) - regions).clamp(0, 1)
     return torch.where(has, 1.0 - regions, others)
 
@@ -286,7 +286,7 @@ def layout_outer_term(maps: SubjectMaps, w) -> torch.Tensor:
     if maps.regions is None:
         return m.new_zeros(b)
     outside = outside_regions(_regions_of(maps))
-    has = _has_region(outside)
+    has = has_region(outside)
     terms = [topk_mean(m[:, i].flatten(1), outside[:, i].flatten(1), w.layout_topk) for i in range(s)]
     return _mean_over([t * has[:, i] for i, t in enumerate(terms)], [has[:, i] for i in range(s)], b, m)
 

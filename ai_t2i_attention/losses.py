@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .layout import layout_inner_term, layout_outer_term, region_anchor
+from .layout import has_region, layout_inner_term, layout_outer_term, region_anchor
 from .maps import SubjectMaps
 from .regions import centroid, find_regions
 
@@ -86,7 +86,7 @@ def aggregation_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
     anchors = has = None
     if maps.regions is not None:
         regions = maps.regions.to(raw).expand(raw.shape[0], -1, -1, -1)
-        anchors, has = region_anchor(regions), regions.flatten(2).sum(-1) > 0
+        anchors, has = region_anchor(regions), has_region(regions)
     for s in range(raw.shape[1]):
         if anchors is not None and bool(has[:, s].all()):
             total = total + _consolidation(raw[:, s], w.regions, radius, anchor=anchors[:, s])

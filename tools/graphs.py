@@ -85,9 +85,10 @@ def _new_id(graph: dict) -> str:
     return str(max(int(k) for k in graph) + 1)
 
 
-def _rewire(graph: dict, old: list, new: list) -> None:
-    """Every input linked to output `old` ([node id, slot]) takes `new` instead."""
-    for node in graph.values():
+def _rewire(graph: dict, old: list, new: list, where=lambda node: True) -> None:
+    """Every input linked to output `old` ([node id, slot]) takes `new` instead (in the nodes
+    `where` accepts)."""
+    for node in filter(where, graph.values()):
         for name, value in node["inputs"].items():
             if value == old:
                 node["inputs"][name] = list(new)
@@ -97,11 +98,8 @@ def with_layout(graph: dict, boxes: str, weight: float = 1.0) -> dict:
     """An 'AI-T2I Subject Layout' (typed boxes) after the subject prompt "2", feeding the guided
     samplers (AI-T2I nodes and CFGGuider); a vanilla KSampler keeps the plain prompt."""
     key = _new_id(graph)
-    for node in graph.values():
-        if node["class_type"].startswith("AIT2I") or node["class_type"] == "CFGGuider":
-            for name, value in node["inputs"].items():
-                if value == ["2", 0]:
-                    node["inputs"][name] = [key, 0]
+    _rewire(graph, ["2", 0], [key, 0], where=lambda n: n["class_type"].startswith("AIT2I") or
+            n["class_type"] == "CFGGuider")
     graph[key] = _n("AIT2ISubjectLayout", conditioning=["2", 0], boxes=boxes, weight=weight)
     return graph
 

@@ -119,10 +119,12 @@ def _layers_of_set(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level:
 
 
 def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: str, layer_set: str,
-                  work: Optional[Callable[[list[Layer]], float]] = None) -> list[Layer]:
+                  work: Optional[Callable[[list[Layer]], float]] = None, control: bool = False) -> list[Layer]:
     """The layers whose maps the loss reads, for this latent size. For the layer set
     "auto", work(layers) is the fraction of the UNet's forward the guidance pass runs
-    when it stops after `layers` (see unet_work.py)."""
+    when it stops after `layers` (see unet_work.py), and control says a ControlNet is
+    attached: its residuals join the UNet on the up path, which down-block maps would
+    not see, so auto then keeps down+up."""
     if level not in LEVELS:
         raise GuidanceError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
     if layer_set not in LAYER_SETS and layer_set != "auto":
@@ -130,7 +132,7 @@ def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: 
     if layer_set != "auto":
         return _layers_of_set(layers, latent_hw, level, layer_set)
     chosen = _layers_of_set(layers, latent_hw, level, "down+up")
-    if work is None or work(chosen) <= AUTO_WORK_BUDGET:
+    if control or work is None or work(chosen) <= AUTO_WORK_BUDGET:
         return chosen
     try:
         return _layers_of_set(layers, latent_hw, level, "down")
@@ -333,14 +335,11 @@ class GuidedRun:
         if not self.layers:
             hw = tuple(x.shape[-2:])
             work = unet_work(self.guider.inner_model.diffusion_model, hw)
-            layer_set = self.settings.layers
-            if layer_set == "auto" and self.entry.get("control") is not None:
-                # ControlNet residuals join the UNet on its up path: down-block maps would not see them.
-                layer_set = "down+up"
-            self.layers = choose_layers(self.all_layers, hw, self.settings.level, layer_set,
-                                        lambda layers: work_until(work, [l.key for l in layers]))
+            share = lambda layers: work_until(work, [l.key for l in layers])  # noqa: E731
+            self.layers = choose_layers(self.all_layers, hw, self.settings.level, self.settings.layers, share,
+                                        control=self.entry.get("control") is not None)
             self.record.layers = describe_layers(self.layers)
-            self.record.pass_work = work_until(work, [l.key for l in self.layers]) if self.settings.stop_early else 1.0
+            self.record.pass_work = share(self.layers) if self.settings.stop_early else 1.0
         sched = self.settings.schedule
         self.previous_maps = self.latest_maps
         threshold = sched.refinement_threshold(step, self.total_steps) if self.settings.preset.refine else None
