@@ -2,18 +2,19 @@
 
 Imports nothing from the host; everything here works on plain tensors.
 """
-from .guidance import StepReport, gradient_step, guided_update
-from .losses import LOSSES, PRESETS, LossWeights, Preset, preset_weights
+from .guidance import RefinementTarget, StepReport, gradient_step, guided_update
+from .losses import ATTEND_AND_EXCITE_REFINEMENT, LOSSES, PRESETS, LossWeights, Preset, Refinement, preset_weights
 from . import baselines  # registers Divide & Bind, A-STAR and CONFORM into LOSSES / PRESETS
 from .maps import AttentionRecorder, SubjectMaps, TokenGroups, attention_probabilities, gaussian_smooth, subject_maps
 from .regions import Regions, centroid, find_regions
-from .schedule import ATTEND_AND_EXCITE_REFINEMENT, GuidanceSchedule
-from .tokens import MAX_SUBJECTS, ResolvedSubjects, SubjectError, Tokenization, parse_list, parse_pairs, resolve
+from .schedule import GuidanceSchedule
+from .tokens import (MAX_SUBJECTS, PRECEDING, ResolvedSubjects, SubjectError, Tokenization, parse_attributes, parse_list,
+                     parse_pairs, resolve)
 
 __all__ = [
-    "StepReport", "gradient_step", "guided_update", "LOSSES", "PRESETS", "LossWeights", "Preset",
+    "RefinementTarget", "Refinement", "StepReport", "gradient_step", "guided_update", "LOSSES", "PRESETS", "LossWeights", "Preset",
     "preset_weights", "AttentionRecorder", "SubjectMaps", "TokenGroups", "attention_probabilities",
     "gaussian_smooth", "subject_maps", "Regions", "centroid", "find_regions",
     "ATTEND_AND_EXCITE_REFINEMENT", "GuidanceSchedule", "MAX_SUBJECTS", "SubjectError",
-    "ResolvedSubjects", "Tokenization", "parse_list", "parse_pairs", "resolve",
+    "ResolvedSubjects", "Tokenization", "parse_list", "parse_pairs", "resolve", "parse_attributes", "PRECEDING",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from .losses import LOSSES, PRESETS, LossWeights, Preset, presence_term
+from .losses import LOSSES, PRESETS, LossWeights, Preset, Refinement, presence_term
 from .maps import SubjectMaps
 from .regions import EPS
 
@@ -205,8 +205,8 @@ def conform_loss(maps: SubjectMaps, w: BaselineWeights) -> dict[str, torch.Tenso
     adds the maps of the step before. A prompt with neither attributes nor previous maps
     has no positive pair: the loss is then 0 (no update).
 
-    Also reported, not minimised: presence (Attend-and-Excite's term), which the preset
-    uses only to let its refinement run the fixed number of iterations.
+    Also reported, not minimised: presence (Attend-and-Excite's term), so the run log
+    shows whether every subject is attended.
     """
     w = _baseline_weights(w)
     sub = maps.smoothed
@@ -228,8 +228,8 @@ def conform_loss(maps: SubjectMaps, w: BaselineWeights) -> dict[str, torch.Tenso
 
 LOSSES.update({"divide_and_bind": divide_and_bind_loss, "a_star": a_star_loss, "conform": conform_loss})
 
-DIVIDE_AND_BIND = Preset("divide_and_bind", BaselineWeights(), refine=True,
-                         refinement={0.0: 0.05, 0.2: 0.2, 0.4: 0.3})
+DIVIDE_AND_BIND = Preset("divide_and_bind", BaselineWeights(), Refinement({0.0: 0.05, 0.2: 0.2, 0.4: 0.3}),
+                         refine=True)
 """Divide & Bind preset. Reference defaults kept: step size 20 * sqrt(linspace(1.0, 0.5)),
 first half of the steps guided, refinement at steps 0 / 10 / 20 of 50 (positions 0.0 / 0.2
 / 0.4) until the weakest subject's TV reaches 0.05 / 0.2 / 0.3.
@@ -240,19 +240,20 @@ the step); binding compares the two maps normalised by their sums (the reference
 softmax-normalises and cuts below a quantile of the peak first) and reads the attribute
 at the same map level as the subject (the reference reads it from finer levels)."""
 
-A_STAR = Preset("a_star", BaselineWeights(), refine=False)
+A_STAR = Preset("a_star", BaselineWeights())
 """A-STAR preset: segregation + retention, weights 1 and 1, the pack's default step size
 and guided range, no iterative refinement. Retention is applied when the host passes the
 previous guided step's maps (the pack's guided sampler does; the first guided step has
 none). The paper's exact binarisation threshold and loss weights were not checked here:
-half the peak and 1 / 1 are this pack's choices."""
+half the peak and 1 / 1 are this pack's choices. It declares no iterative refinement: asking
+for one is an error (no term of its loss says when a subject is present enough)."""
 
-CONFORM = Preset("conform", BaselineWeights(), refine=True,
-                 refinement={0.0: 2.0, 0.2: 2.0, 0.4: 2.0})
+CONFORM = Preset("conform", BaselineWeights(), Refinement({0.0: None, 0.2: None, 0.4: None}, test=None),
+                 refine=True)
 """CONFORM preset: InfoNCE at temperature 0.5 over token-renormalised, smoothed maps,
 step size 20 * sqrt(linspace(1.0, 0.5)), first half guided, and at steps 0 / 10 / 20 of 50
-a fixed 20 extra updates (the reference refines for a fixed count, not to a threshold:
-threshold 2.0 keeps the pack's refinement going for all its max_refinement_iters = 20).
+a fixed 20 extra updates (the reference refines for a fixed count, not to a threshold: its
+refinement declares no test term).
 The previous step's maps are the subjects' only (the reference also adds the attributes')."""
 
 PRESETS.update({"Divide & Bind": DIVIDE_AND_BIND, "A-STAR": A_STAR, "CONFORM": CONFORM})

@@ -64,34 +64,66 @@ def gradient_step(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], 
     return updated, {k: v.detach() for k, v in terms.items()}
 
 
-def guided_update(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], Terms], step: int,
-                  step_size: float, threshold: Optional[float] = None, max_iters: int = 20,
-                  check_interrupt: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, StepReport]:
-    """The update of one guided step, with optional iterative refinement.
+@dataclass(frozen=True)
+class RefinementTarget:
+    """What one refinement point asks of guided_update.
 
-    Always one scheduled gradient step. With a threshold (Attend-and-Excite refinement)
-    it is preceded by up to max_iters extra steps, applied only to the images whose
-    presence term is still above 1 - threshold. check_interrupt runs before every
-    forward pass, so a Cancel stops within one of them.
+    test: the loss term that decides, image by image: refine while terms[test] > 1 -
+        threshold (Attend-and-Excite's rule on its presence term); None: no term decides,
+        every image makes exactly max_iters refinement updates (a fixed count).
+    """
+
+    threshold: Optional[float] = None
+    test: Optional[str] = "presence"
+    max_iters: int = 20
+
+    def needs(self, terms: Terms) -> torch.Tensor:
+        """(B,) bool: which images still need refining, judged on `terms`."""
+        total = terms["total"]
+        if self.test is None:
+            return torch.ones_like(total, dtype=torch.bool)
+        if self.test not in terms:
+            raise ValueError(f"refinement tests the loss term {self.test!r}, but the loss returns only "
+                             f"{', '.join(sorted(terms))}: the method's refinement contract does not hold")
+        return terms[self.test] > 1.0 - self.threshold
+
+
+def guided_update(latent: torch.Tensor, compute_terms: Callable[[torch.Tensor], Terms], step: int,
+                  step_size: float, refinement: Optional[RefinementTarget] = None,
+                  check_interrupt: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, StepReport]:
+    """The update of one guided step, with optional iterative refinement, as the
+    Attend-and-Excite reference loops (per image; B images refine independently):
+
+        L = loss(z)                                   the step's own pass
+        if L > 1 - threshold:                         (refinement points only)
+            repeat: L = loss(z); z -= a dL/dz; n += 1
+            until L <= 1 - threshold (the L before that update) or n == max_iters
+            L = loss(z)                               one more pass at the final latent
+        z -= a dL/dz                                  the step's scheduled update
+
+    The loop's first pass is at the same latent as the step's own pass, so that pass is
+    reused (same values, one forward+backward less). check_interrupt runs before every
+    forward pass, so a Cancel stops within one of them. report.iterations counts updates.
     """
     report = StepReport(step=step, step_size=step_size)
-    x, scheduled = latent, None
-    if threshold is not None:
-        for _ in range(max_iters):
+    check_interrupt()
+    pending = gradient_step(latent, compute_terms, step_size, report)
+    report.losses = _means(pending[1])
+    if refinement is not None:
+        x, active, n = latent, refinement.needs(pending[1]), 0
+        while bool(active.any()) and n < refinement.max_iters:
+            x_new, terms = pending
+            x = torch.where(active[:, None, None, None], x_new, x)
+            n += 1
+            active = active & refinement.needs(terms)  # an image stops once the L before its update met the target
+            if bool(active.any()) and n < refinement.max_iters:
+                check_interrupt()
+                pending = gradient_step(x, compute_terms, step_size, report)
+        if n:
+            report.iterations = n
             check_interrupt()
-            x_new, terms = gradient_step(x, compute_terms, step_size, report)
-            report.losses = report.losses or _means(terms)
-            need = terms["presence"] > 1.0 - threshold if "presence" in terms else torch.zeros_like(terms["total"], dtype=torch.bool)
-            if not bool(need.any()):
-                scheduled = (x_new, terms)  # this pass already is the scheduled update of x
-                break
-            x = torch.where(need[:, None, None, None], x_new, x)
-            report.iterations += 1
-    if scheduled is None:
-        check_interrupt()
-        scheduled = gradient_step(x, compute_terms, step_size, report)
-    x, terms = scheduled
-    report.losses = report.losses or _means(terms)
+            pending = gradient_step(x, compute_terms, step_size, report)
+    x, terms = pending
     report.final_total = float(terms["total"].float().mean())
     report.iterations += 1
     return x, report

@@ -36,7 +36,6 @@ from .maps import SubjectMaps
 from .regions import EPS, pixel_grid
 
 BOX_EXAMPLE = "cat: 0.05 0.2 0.45 0.8; dog: 0.55 0.2 0.95 0.8"
-LAYOUT_LOSSES = frozenset({"ai_t2i"})  # losses of the registry that read regions
 
 
 class LayoutError(ValueError):

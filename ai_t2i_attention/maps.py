@@ -70,10 +70,15 @@ class AttentionRecorder:
 
 
 def gaussian_kernel(size: int = 3, sigma: float = 0.5, device=None) -> torch.Tensor:
-    """(size, size) normalised Gaussian."""
+    """(size, size) normalised Gaussian in float32, built as the Attend-and-Excite reference
+    builds its "sigma 0.5" kernel: per axis (1 / (sigma sqrt(2 pi))) exp(-(x / (2 sigma))^2),
+    the product of the two axes, divided by its sum. That is a Gaussian of effective sigma
+    sigma * sqrt(2) (centre weight 0.332 at size 3, where a textbook sigma 0.5 gives 0.619);
+    the presence thresholds were tuned on it, so it is kept, float32 rounding included
+    (the reference vectors match it exactly, a float64 kernel only to 1e-7)."""
     ax = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
-    g = torch.exp(-(ax ** 2) / (2 * sigma ** 2))
-    k2 = torch.outer(g, g)
+    g = (1 / (sigma * math.sqrt(2 * math.pi))) * torch.exp(-((ax / (2 * sigma)) ** 2))
+    k2 = g[:, None] * g[None, :]
     return k2 / k2.sum()
 
 
@@ -95,8 +100,11 @@ class TokenGroups:
     subjects: for each subject, the context columns of its tokens (a word may be
         split into several tokens; an embedding may span several vectors).
     attributes: for each attribute-subject pair, (attribute columns, subject index).
-    text_columns: the columns that hold prompt text (no start, end or padding
-        tokens) -- the token axis that the presence term re-normalises over.
+    text_columns: the token axis that the presence term re-normalises over (x100
+        softmax). As the reference code: every column but each chunk's start token and
+        its last column (end token and padding stay in). Stable Diffusion 2.x's official
+        Attend-and-Excite keeps the prompt's own columns only (see tokens.resolve). Empty:
+        the reference's columns 1..T-2 of a single chunk.
     """
 
     subjects: tuple[tuple[int, ...], ...]
@@ -131,15 +139,16 @@ class SubjectMaps:
 
 
 def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 100.0) -> SubjectMaps:
-    """Turn averaged (B, H, W, T) probabilities into SubjectMaps."""
-    avg = avg.float()
+    """Turn averaged (B, H, W, T) probabilities into SubjectMaps (float32, or float64 when
+    given float64: the reference vectors are checked that way)."""
+    avg = avg if avg.dtype == torch.float64 else avg.float()
     t = avg.shape[-1]
     for cols in groups.subjects + tuple(c for c, _ in groups.attributes):
         if not cols or max(cols) >= t:
             raise ValueError(f"token columns {cols} do not fit a context of {t} tokens")
     raw = torch.stack([avg[..., list(c)].mean(-1) for c in groups.subjects], dim=1)
 
-    text = list(groups.text_columns) or list(range(1, t))
+    text = list(groups.text_columns) or list(range(1, t - 1))
     renorm = (avg[..., text] * temperature).softmax(dim=-1)  # (B, H, W, len(text))
     where = {col: i for i, col in enumerate(text)}
     sub = []

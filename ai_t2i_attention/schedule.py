@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Optional
+
+from .guidance import RefinementTarget
 
 
 @dataclass(frozen=True)
@@ -16,9 +19,12 @@ class GuidanceSchedule:
     end: float = 0.5  # last guided position (exclusive)
     scale_factor: float = 20.0
     scale_range: tuple[float, float] = (1.0, 0.5)
-    # position -> presence threshold; at these steps the update repeats until the
-    # weakest subject's smoothed peak reaches the threshold (Attend-and-Excite refinement).
-    refinement: dict[float, float] = field(default_factory=dict)
+    # position -> threshold; at these steps the update repeats while the loss term
+    # `refine_test` is above 1 - threshold (Attend-and-Excite refinement: its presence term),
+    # at most max_refinement_iters times. refine_test None: exactly that many times, and the
+    # thresholds (None) are not read.
+    refinement: dict[float, Optional[float]] = field(default_factory=dict)
+    refine_test: Optional[str] = "presence"
     max_refinement_iters: int = 20
 
     def __post_init__(self):
@@ -44,13 +50,9 @@ class GuidanceSchedule:
         t = i / (total_steps - 1) if total_steps > 1 else 0.0
         return self.scale_factor * math.sqrt(hi + (lo - hi) * t)
 
-    def refinement_threshold(self, i: int, total_steps: int) -> float | None:
-        """Threshold of the refinement point that falls on step i, if any."""
+    def refinement_target(self, i: int, total_steps: int) -> RefinementTarget | None:
+        """What the refinement point that falls on step i asks, if one does."""
         for pos, thr in self.refinement.items():
             if round(pos * total_steps) == i:
-                return thr
+                return RefinementTarget(thr, self.refine_test, self.max_refinement_iters)
         return None
-
-
-# Attend-and-Excite's refinement points {0: 0.05, 10: 0.5, 20: 0.8} of 50 steps.
-ATTEND_AND_EXCITE_REFINEMENT = {0.0: 0.05, 0.2: 0.5, 0.4: 0.8}

@@ -30,7 +30,26 @@ class Tokenization:
         return [t for chunk in self.chunks for t in chunk]
 
     def text_columns(self) -> tuple[int, ...]:
+        """The prompt's own columns: no start, end or padding tokens."""
         return tuple(i for i, t in enumerate(self.flat()) if t not in self.special)
+
+    def reference_columns(self) -> tuple[int, ...]:
+        """Every column but each chunk's first (start token) and last: the token axis the
+        reference code's presence term re-softmaxes over (columns 1..75 of a 77-token
+        prompt; the end token and the padding stay in)."""
+        cols, offset = [], 0
+        for chunk in self.chunks:
+            cols += range(offset + 1, offset + len(chunk) - 1)
+            offset += len(chunk)
+        return tuple(cols)
+
+
+# Which token axis the presence term re-softmaxes over (TokenGroups.text_columns):
+# "reference": as the AI-T2I and Attend-and-Excite reference code on SD 1.x (end token and
+# padding kept); "prompt": the prompt's own words only, as the official Attend-and-Excite
+# code does on SD 2.x (its normalize_eot option).
+PRESENCE_COLUMNS = ("reference", "prompt")
+PRECEDING = "preceding"  # the attributes text that pairs each subject with the token before it
 
 
 def prompt_words(prompt: str) -> list[str]:
@@ -52,6 +71,14 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
         a, s = (p.strip() for p in item.split(":"))
         pairs.append((a, s))
     return pairs
+
+
+def parse_attributes(text: str) -> list[tuple[str, str]] | str:
+    """The attributes widget: attribute:subject pairs (parse_pairs), or the keyword
+    'preceding' (PRECEDING: the reference code's token-before-the-noun rule)."""
+    if text.strip().lower() == PRECEDING:
+        return PRECEDING
+    return parse_pairs(text)
 
 
 def _occurrence(word: str) -> tuple[str, int]:
@@ -76,11 +103,18 @@ def find_columns(prompt: Tokenization, word_keys: Sequence[Hashable], occurrence
 
 
 def resolve(prompt_text: str, prompt: Tokenization, tokenize_word: Callable[[str], Sequence[Hashable]],
-            subjects: Sequence[str], attributes: Sequence[tuple[str, str]] = ()) -> TokenGroups:
+            subjects: Sequence[str], attributes: Sequence[tuple[str, str]] | str = (),
+            presence_columns: str = "reference") -> TokenGroups:
     """Resolve subject words and attribute:subject pairs to context columns.
 
+    attributes: explicit (attribute, subject) word pairs, or PRECEDING: each subject's
+        attribute is the token right before its first token, as the reference code
+        assumes (in "a cat" that is "a"; in "a red cat", "red").
+    presence_columns: one of PRESENCE_COLUMNS.
     Raises SubjectError with the prompt's words listed when a word is not in the prompt.
     """
+    if presence_columns not in PRESENCE_COLUMNS:
+        raise ValueError(f"unknown presence columns {presence_columns!r}; use one of {', '.join(PRESENCE_COLUMNS)}")
     if len(subjects) < 1:
         raise SubjectError("no subject given: type the subject words of the prompt, e.g. 'cat, dog'")
     if len(subjects) > MAX_SUBJECTS:
@@ -112,6 +146,11 @@ def resolve(prompt_text: str, prompt: Tokenization, tokenize_word: Callable[[str
         return cols
 
     subject_cols = tuple(columns(s, "subject") for s in subjects)
+    softmax_cols = prompt.reference_columns() if presence_columns == "reference" else prompt.text_columns()
+    if attributes == PRECEDING:
+        # The reference's rule, kept reachable: no check that the token is an attribute word.
+        pairs = tuple(((cols[0] - 1,), i) for i, cols in enumerate(subject_cols))
+        return TokenGroups(subject_cols, pairs, softmax_cols)
     by_name = {s.lower(): i for i, s in enumerate(subjects)}
     attr = []
     for a, s in attributes:
@@ -122,7 +161,7 @@ def resolve(prompt_text: str, prompt: Tokenization, tokenize_word: Callable[[str
     for cols, s in attr:
         if set(cols) & overlap:
             raise SubjectError(f"an attribute shares tokens with a subject ({subjects[s]!r}): give the attribute word alone, e.g. 'red:cat'")
-    return TokenGroups(subject_cols, tuple(attr), prompt.text_columns())
+    return TokenGroups(subject_cols, tuple(attr), softmax_cols)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ai_t2i_attention import ATTEND_AND_EXCITE_REFINEMENT, PRESETS, GuidanceSchedule, preset_weights
-from .host.sampling import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS, GuidanceSettings
+from ..ai_t2i_attention import PRESETS, GuidanceSchedule, preset_weights
+from .host.sampling import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS, GuidanceError, GuidanceSettings
 
 GUIDANCE_INPUTS = {
     "method": (list(PRESETS), {"default": "AI-T2I", "tooltip":
@@ -28,8 +28,9 @@ ADVANCED_INPUTS = {
     "isolation_metric": (["euclidean", "cosine"], {"default": "euclidean", "tooltip":
         "How subjects' maps are pushed apart: distance of their centroids (reference) or 1 - cosine similarity."}),
     "refinement": (["preset", "on", "off"], {"default": "preset", "tooltip":
-        "Iterative refinement at 0%, 20% and 40% of the steps (Attend-and-Excite): repeat the update until the weakest "
-        "subject is present enough. 'preset' uses the method's own choice."}),
+        "Iterative refinement at 0%, 20% and 40% of the steps (Attend-and-Excite): repeat the update (up to 20 times) "
+        "until the weakest subject is present enough. 'preset' uses the method's own choice (on for "
+        "Attend-and-Excite, Divide & Bind and CONFORM, off for AI-T2I as in its reference code). A-STAR has none."}),
     "level": (list(LEVELS), {"default": "auto", "tooltip":
         "Which attention resolution the loss reads, as a fraction of the latent size. auto: the one closest to "
         "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px)."}),
@@ -47,9 +48,14 @@ def settings_from_inputs(method: str, strength: float, start_percent: float, end
                          scale_factor: float = 20.0, isolation_metric: str = "euclidean", refinement: str = "preset",
                          level: str = "auto", layers: str = "auto") -> GuidanceSettings:
     preset = preset_weights(method, isolation_metric=isolation_metric)
+    if refinement not in ("preset", "on", "off"):
+        raise GuidanceError(f"unknown refinement {refinement!r}; choose preset, on or off")
+    if refinement == "on" and preset.refinement is None:
+        raise GuidanceError(f"{method} has no iterative refinement (no term of its loss says when a subject is "
+                            "present enough): set refinement to 'preset' or 'off', or choose Attend-and-Excite")
     if refinement != "preset":
         preset = replace(preset, refine=refinement == "on")
-    points = preset.refinement or ATTEND_AND_EXCITE_REFINEMENT  # the method's own refinement points, if any
+    ref = preset.refinement if preset.refine else None
     schedule = GuidanceSchedule(start=start_percent, end=end_percent, scale_factor=scale_factor,
-                                refinement=dict(points) if preset.refine else {})
+                                refinement=dict(ref.points) if ref else {}, refine_test=ref.test if ref else None)
     return GuidanceSettings(preset=preset, schedule=schedule, strength=strength, level=level, layers=layers)

@@ -1,9 +1,9 @@
 """AI-T2I Subject Prompt: encodes the prompt and marks its subject words."""
 from __future__ import annotations
 
-from ..ai_t2i_attention import ResolvedSubjects, parse_list, parse_pairs, resolve
+from ..ai_t2i_attention import PRECEDING, ResolvedSubjects, parse_attributes, parse_list, resolve
 from .host.sampling import SUBJECTS_KEY
-from .host.tokens import tokenization
+from .host.tokens import presence_columns, tokenization
 
 
 class AIT2ISubjectPrompt:
@@ -29,7 +29,8 @@ class AIT2ISubjectPrompt:
             "optional": {
                 "attributes": ("STRING", {"default": "", "tooltip":
                     "Optional attribute:subject pairs, comma separated, e.g. 'red:car, blue:bird'. The attribute's "
-                    "attention is pulled onto its subject."}),
+                    "attention is pulled onto its subject. 'preceding' pairs each subject with the word right before "
+                    "it, as the reference code does (in 'a cat' that is 'a')."}),
             },
         }
 
@@ -39,8 +40,10 @@ class AIT2ISubjectPrompt:
                                "the checkpoint does not contain a text encoder.")
         prompt, tokenize_word, tokens = tokenization(clip, text)
         words = parse_list(subjects)
-        pairs = parse_pairs(attributes)
-        groups = resolve(text, prompt, tokenize_word, words, pairs)
+        pairs = parse_attributes(attributes)
+        groups = resolve(text, prompt, tokenize_word, words, pairs, presence_columns(tokens))
+        if pairs == PRECEDING:
+            pairs = [(PRECEDING, w) for w in words]
         spec = ResolvedSubjects(text, tuple(words), tuple(pairs), groups)
         conditioning = clip.encode_from_tokens_scheduled(tokens)
         return ([[c[0], {**c[1], SUBJECTS_KEY: spec}] for c in conditioning],)

@@ -23,7 +23,6 @@ import comfy.utils
 
 from ...ai_t2i_attention import (LOSSES, AttentionRecorder, GuidanceSchedule, Preset, StepReport, TokenGroups,
                                  guided_update, subject_maps)
-from ...ai_t2i_attention.layout import LAYOUT_LOSSES
 from .attention import (RECORDER_KEY, CrossAttentionHook, Layer, StopGuidanceForward, differentiable_attention,
                         hook_chain, installed_layers)
 from .gradients import make_grad_capable
@@ -174,10 +173,19 @@ def entry_layout(entry: dict, preset: Preset):
     if tuple(layout.subjects) != tuple(entry[SUBJECTS_KEY].subjects):
         raise GuidanceError("the layout was made for other subjects than the prompt's: connect 'AI-T2I Subject "
                             "Layout' directly after the 'AI-T2I Subject Prompt' it lays out")
-    if preset.loss not in LAYOUT_LOSSES:
+    if not preset.reads_regions:
         raise GuidanceError("this method ignores layout regions: choose an AI-T2I method, or bypass 'AI-T2I "
                             "Subject Layout'")
     return layout, replace(w, layout_inner=w.layout_inner * layout.weight, layout_outer=w.layout_outer * layout.weight)
+
+
+def unet_input_scale(model_sampling, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, 1) c_in(sigma): the factor by which the host's model sampling turns the
+    sampler's latent x (B, C, H, W) into the UNet's input z = c_in * x (calculate_input).
+    eps and v models: 1 / sqrt(sigma^2 + sigma_data^2); flow matching (SD3, Flux): 1.
+    Made outside inference mode: the guidance pass divides by it with autograd on."""
+    with torch.inference_mode(False):
+        return model_sampling.calculate_input(sigma.clone(), torch.ones_like(x[:, :1, :1, :1], device=x.device))
 
 
 def _detach_skip(h, transformer_options):
@@ -342,11 +350,16 @@ class GuidedRun:
             self.record.pass_work = share(self.layers) if self.settings.stop_early else 1.0
         sched = self.settings.schedule
         self.previous_maps = self.latest_maps
-        threshold = sched.refinement_threshold(step, self.total_steps) if self.settings.preset.refine else None
-        new_x, report = guided_update(
-            x, lambda z: self._terms(z, sigma, model_options, step), step,
-            self.settings.strength * sched.step_size(step, self.total_steps), threshold,
-            sched.max_refinement_iters, comfy.model_management.throw_exception_if_processing_interrupted)
+        refinement = sched.refinement_target(step, self.total_steps) if self.settings.preset.refine else None
+        # The reference moves the UNet's input z = c_in * x (diffusers' latent), not the sampler's x:
+        # the same step taken on x would move z by only c_in^2 of it (0.005 at SD's first sigma).
+        c_in = unet_input_scale(self.guider.inner_model.model_sampling, sigma, x)
+        z = x * c_in
+        new_z, report = guided_update(
+            z, lambda z: self._terms(z / c_in, sigma, model_options, step), step,
+            self.settings.strength * sched.step_size(step, self.total_steps), refinement,
+            comfy.model_management.throw_exception_if_processing_interrupted)
+        new_x = x + (new_z - z) / c_in  # an image whose update was skipped keeps x bit for bit
         self.record.reports.append(report)
         if self.settings.keep_maps_after:
             self.record.maps_after[step] = self._maps_after(new_x, sigma, model_options)

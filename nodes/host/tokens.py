@@ -10,6 +10,10 @@ from ...ai_t2i_attention import Tokenization
 # SDXL tokenizes for CLIP-L and CLIP-G; both share the vocabulary and positions, so
 # columns found on one hold for the concatenated context. SD2.x uses OpenCLIP-H.
 TOKENIZER_ORDER = ("l", "g", "h")
+# The presence term's token axis (tokens.PRESENCE_COLUMNS) by tokenizer: the official
+# Attend-and-Excite code re-softmaxes over the prompt's own columns on SD 2.x (OpenCLIP-H);
+# on SD 1.x, and by default, it keeps the end token and the padding (the reference's way).
+PRESENCE_COLUMNS_BY_TOKENIZER = {"h": "prompt"}
 
 
 def _key(token):
@@ -28,6 +32,11 @@ def _tokenizer_name(tokens: dict) -> str:
 
 def _chunks(tokens: dict, name: str) -> tuple[tuple, ...]:
     return tuple(tuple(_key(t[0]) for t in chunk) for chunk in tokens[name])
+
+
+def presence_columns(tokens: dict) -> str:
+    """Which presence token axis fits the text encoder that made `tokens` (host tokens)."""
+    return PRESENCE_COLUMNS_BY_TOKENIZER.get(_tokenizer_name(tokens), "reference")
 
 
 def tokenization(clip, text: str) -> tuple[Tokenization, callable, dict]:

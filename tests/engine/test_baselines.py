@@ -46,9 +46,10 @@ def test_presets_registered_with_their_losses():
         # the node's override path (isolation_metric widget) keeps the subclass and its fields
         q = preset_weights(name, isolation_metric="cosine")
         assert isinstance(q.weights, BaselineWeights) and q.weights.temperature == p.weights.temperature
-    assert PRESETS["Divide & Bind"].refine and PRESETS["Divide & Bind"].refinement == {0.0: 0.05, 0.2: 0.2, 0.4: 0.3}
-    assert not PRESETS["A-STAR"].refine
-    assert PRESETS["Attend-and-Excite"].refinement is None  # A&E keeps the default points
+    assert PRESETS["Divide & Bind"].refine
+    assert PRESETS["Divide & Bind"].refinement.points == {0.0: 0.05, 0.2: 0.2, 0.4: 0.3}
+    assert not PRESETS["A-STAR"].refine and PRESETS["A-STAR"].refinement is None
+    assert PRESETS["CONFORM"].refinement.test is None  # a fixed count of updates
 
 
 def test_subject_maps_gives_renormalised_attribute_maps():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ai_t2i_attention import StepReport, gradient_step, guided_update
+from ai_t2i_attention.guidance import RefinementTarget
 
 SHAPE = (2, 4, 2, 2)  # (B, C, H, W): N = 16 values per image
 
@@ -130,50 +131,75 @@ def test_guided_update_without_threshold_is_one_step():
     assert report.final_total == 1.0
 
 
-def test_guided_update_refines_until_threshold():
-    # Each step adds 0.25; presence = 1 - x must fall to <= 1 - 0.6 = 0.4, i.e. x >= 0.6.
+def test_guided_update_refines_as_the_reference_loops():
+    # Each update adds 0.25; presence = 1 - x must fall to <= 1 - 0.6 = 0.4. The reference loop:
+    # L(0)=1 -> 0.25, L=.75 -> .5, L=.5 -> .75, L=.25 <= .4 -> 1.0 (the update is made even then),
+    # one more pass at 1.0, then the scheduled update -> 1.25.
     calls = []
     x = torch.zeros(1, 1, 2, 2)
-    out, report = guided_update(x, presence_toy(calls), step=0, step_size=1.0, threshold=0.6, max_iters=20)
-    # refinements at x = 0, 0.25, 0.5; at 0.75 the threshold is met, and that same pass
-    # serves as the scheduled step (no second forward at 0.75)
-    assert report.iterations == 4
-    assert [float(c.mean()) for c in calls] == [0.0, 0.25, 0.5, 0.75]
-    torch.testing.assert_close(out, torch.full_like(x, 1.0))
+    out, report = guided_update(x, presence_toy(calls), step=0, step_size=1.0,
+                                refinement=RefinementTarget(0.6, max_iters=20))
+    assert report.iterations == 5  # 4 refinement updates + the scheduled one
+    # the step's own pass at 0 serves as the loop's first pass: one pass fewer than the reference's 6
+    assert [float(c.mean()) for c in calls] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    torch.testing.assert_close(out, torch.full_like(x, 1.25))
     assert report.losses["presence"] == 1.0  # before the first update
-    assert report.final_total == 0.25  # the loss at the scheduled step's forward
-    assert "iters=4" in report.line()
+    assert report.final_total == 0.0  # the loss at the scheduled update's pass
+    assert "iters=5" in report.line()
+
+
+def test_one_refinement_update_that_reaches_the_target_makes_three_in_all():
+    # The reference's count: L(0)=1 > 0.6 -> update to 0.5; L(0.5)=0.5 <= 0.6: that pass's
+    # update is still made (-> 1.0); one more pass; the scheduled update (-> 1.5).
+    calls = []
+    out, report = guided_update(torch.zeros(1, 1, 2, 2), presence_toy(calls), step=0, step_size=2.0,
+                                refinement=RefinementTarget(0.4))
+    assert report.iterations == 3
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 2), 1.5))
+
+
+def test_guided_update_met_target_makes_no_refinement():
+    calls = []
+    out, report = guided_update(torch.full((1, 1, 2, 2), 0.9), presence_toy(calls), step=0, step_size=1.0,
+                                refinement=RefinementTarget(0.6))
+    assert report.iterations == 1 and len(calls) == 1
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 2), 1.15))
 
 
 def test_guided_update_respects_max_iters():
     calls = []
     x = torch.zeros(1, 1, 2, 2)
-    out, report = guided_update(x, presence_toy(calls), step=0, step_size=1.0, threshold=0.95, max_iters=2)
+    out, report = guided_update(x, presence_toy(calls), step=0, step_size=1.0,
+                                refinement=RefinementTarget(0.95, max_iters=2))
     assert len(calls) == 3 and report.iterations == 3  # 2 refinements + the scheduled step
     torch.testing.assert_close(out, torch.full_like(x, 0.75))
+
+
+def test_guided_update_fixed_count_refinement():
+    # test None: no term decides, exactly max_iters refinement updates whatever the loss
+    calls = []
+    out, report = guided_update(torch.full((1, 1, 2, 2), 5.0), presence_toy(calls), step=0, step_size=1.0,
+                                refinement=RefinementTarget(test=None, max_iters=3))
+    assert report.iterations == 4 and len(calls) == 4
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 2), 6.0))
 
 
 def test_guided_update_refines_only_images_that_need_it():
     calls = []
     x = torch.zeros(2, 1, 2, 2)
     x[1] = 2.0  # presence already -1: never needs refinement
-    out, report = guided_update(x, presence_toy(calls), step=0, step_size=1.0, threshold=0.6)
-    torch.testing.assert_close(out[0], torch.full((1, 2, 2), 1.0))
+    out, report = guided_update(x, presence_toy(calls), step=0, step_size=1.0, refinement=RefinementTarget(0.6))
+    torch.testing.assert_close(out[0], torch.full((1, 2, 2), 1.25))
     torch.testing.assert_close(out[1], torch.full((1, 2, 2), 2.25))  # only the scheduled step
-    assert report.iterations == 4
+    assert report.iterations == 5
 
 
-def test_guided_update_threshold_without_presence_term_does_one_step():
-    calls = []
-
+def test_refinement_on_a_term_the_loss_lacks_fails_loudly():
     def terms(x):
-        calls.append(1)
         return {"total": (x ** 2).mean(dim=(1, 2, 3))}
 
-    x = torch.ones(1, 1, 2, 2)
-    out, report = guided_update(x, terms, step=0, step_size=2.0, threshold=0.8)
-    assert report.iterations == 1
-    torch.testing.assert_close(out, torch.full_like(x, 0.0))  # 1 - 2 * 2 * 1 / 4
+    with pytest.raises(ValueError, match="refinement tests the loss term 'presence'.*contract"):
+        guided_update(torch.ones(1, 1, 2, 2), terms, step=0, step_size=2.0, refinement=RefinementTarget(0.8))
 
 
 def test_check_interrupt_propagates():
@@ -188,8 +214,8 @@ def test_check_interrupt_propagates():
             raise Cancelled()
 
     with pytest.raises(Cancelled):
-        guided_update(torch.zeros(1, 1, 2, 2), presence_toy(calls), step=0, step_size=1.0, threshold=0.95,
-                      check_interrupt=check)
+        guided_update(torch.zeros(1, 1, 2, 2), presence_toy(calls), step=0, step_size=1.0,
+                      refinement=RefinementTarget(0.95), check_interrupt=check)
     assert len(calls) == 1  # stopped before the second forward pass
 
     def always():

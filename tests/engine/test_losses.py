@@ -315,12 +315,15 @@ def test_presets_are_valid():
     maps = make_maps(torch.rand(1, 2, H, W))
     for name, p in PRESETS.items():
         assert isinstance(p, Preset) and isinstance(p.weights, LossWeights) and isinstance(p.refine, bool)
+        assert p.refinement is not None or not p.refine, name
         assert p.loss in LOSSES, name
         assert p.weights.isolation_metric in ("euclidean", "cosine")
         out = LOSSES[p.loss](maps, p.weights)
         assert torch.isfinite(out["total"]).all()
     assert PRESETS["AI-T2I"].weights == LossWeights()
     assert PRESETS["AI-T2I"].refine is False and PRESETS["Attend-and-Excite"].refine is True
+    assert PRESETS["Attend-and-Excite"].refinement.points == {0.0: 0.05, 0.2: 0.5, 0.4: 0.8}
+    assert PRESETS["Attend-and-Excite"].refinement.test == "presence"
     assert "isolation" not in LOSSES["ai_t2i"](maps, PRESETS["AI-T2I aggregation only"].weights)
     assert "aggregation" not in LOSSES["ai_t2i"](maps, PRESETS["AI-T2I isolation only"].weights)
     d = LossWeights()

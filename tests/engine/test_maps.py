@@ -88,11 +88,14 @@ def test_recorder_average_without_layers_raises():
         AttentionRecorder(wanted=frozenset({"a"})).average()
 
 
-def test_gaussian_kernel_is_normalised_sigma_half():
+def test_gaussian_kernel_is_the_references_sigma_half():
+    # The reference's "sigma 0.5" kernel: exp(-(x / (2 * 0.5))^2) per axis = a Gaussian of
+    # sigma 0.5 * sqrt(2); centre weight 0.332 (a textbook sigma 0.5 would give 0.619).
     k = gaussian_kernel(3, 0.5)
-    e = math.exp(-1 / (2 * 0.25))
+    e = math.exp(-1.0)
     g = torch.tensor([e, 1.0, e])
     torch.testing.assert_close(k, torch.outer(g, g) / torch.outer(g, g).sum())
+    assert abs(float(k[1, 1]) - 0.3320) < 1e-4
     assert abs(float(k.sum()) - 1.0) < 1e-6
 
 
@@ -182,10 +185,11 @@ def test_subject_maps_attributes():
     assert sm.attribute_of == (0, 1)
 
 
-def test_subject_maps_default_text_columns_drop_start_only():
+def test_subject_maps_default_text_columns_are_the_references():
+    # Without text columns: the reference's columns 1..T-2 (start token and last column dropped).
     avg = _avg()
     sm = subject_maps(avg, TokenGroups(subjects=((2,),)))
-    renorm = torch.softmax(avg[..., 1:] * 100.0, dim=-1)
+    renorm = torch.softmax(avg[..., 1:-1] * 100.0, dim=-1)
     torch.testing.assert_close(sm.smoothed[:, 0], gaussian_smooth(renorm[..., 1][:, None])[:, 0])
 
 

@@ -44,13 +44,17 @@ def test_step_size_custom_factor_and_range():
 
 
 def test_refinement_points_attend_and_excite():
-    s = GuidanceSchedule(refinement=ATTEND_AND_EXCITE_REFINEMENT)
-    got = {i: s.refinement_threshold(i, 50) for i in range(50)}
-    assert {i: t for i, t in got.items() if t is not None} == {0: 0.05, 10: 0.5, 20: 0.8}
-    got20 = {i: s.refinement_threshold(i, 20) for i in range(20)}
-    assert {i: t for i, t in got20.items() if t is not None} == {0: 0.05, 4: 0.5, 8: 0.8}
-    assert all(GuidanceSchedule().refinement_threshold(i, 50) is None for i in range(50))
+    s = GuidanceSchedule(refinement=ATTEND_AND_EXCITE_REFINEMENT.points)
+    got = {i: s.refinement_target(i, 50) for i in range(50)}
+    assert {i: t.threshold for i, t in got.items() if t is not None} == {0: 0.05, 10: 0.5, 20: 0.8}
+    assert {t.test for t in got.values() if t is not None} == {"presence"}
+    assert {t.max_iters for t in got.values() if t is not None} == {20}
+    got20 = {i: s.refinement_target(i, 20) for i in range(20)}
+    assert {i: t.threshold for i, t in got20.items() if t is not None} == {0: 0.05, 4: 0.5, 8: 0.8}
+    assert all(GuidanceSchedule().refinement_target(i, 50) is None for i in range(50))
     assert GuidanceSchedule().max_refinement_iters == 20
+    fixed = GuidanceSchedule(refinement={0.0: None}, refine_test=None, max_refinement_iters=7).refinement_target(0, 10)
+    assert (fixed.threshold, fixed.test, fixed.max_iters) == (None, None, 7)
 
 
 @pytest.mark.parametrize("kwargs, message", [

