@@ -68,8 +68,11 @@ def build_and_write(seed: int, models: pathlib.Path):
     (models / "text_encoders").mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
               str(models / "diffusion_models" / "sd15_random_unet.safetensors"))
-    save_file({k: v.contiguous() for k, v in text.state_dict().items()},
-              str(models / "text_encoders" / "sd15_random_clip_l.safetensors"))
+    # The file layout of an SD1.x CLIP-L checkpoint ("text_model." + module keys; recent
+    # transformers versions keep that prefix out of the in-memory state dict).
+    text_sd = {k if k.startswith("text_model.") else "text_model." + k: v.contiguous()
+               for k, v in text.state_dict().items()}
+    save_file(text_sd, str(models / "text_encoders" / "sd15_random_clip_l.safetensors"))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=True, timestep_spacing="trailing", steps_offset=0)
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_files()), model_max_length=77)

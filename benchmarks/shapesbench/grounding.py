@@ -1,0 +1,246 @@
+"""Grounding: does a subject word's cross-attention map light up where that subject is?
+
+Every attention-guidance method acts on that property, so it is measured on its own,
+for any tiny model file and any layer set the loss can read, on two kinds of scenes:
+
+- renders: two-object scenes "a {colour} {shape} and a {colour} {shape}" from scenes.py
+  (the training distribution), with their exact object masks, encoded by the model's
+  autoencoder and noised to each timestep t (fixed noise per scene);
+- own images: the model's own vanilla images of the same captions (20 euler steps, cfg
+  5), where the evaluator found both subjects; masks from the evaluator's detections.
+
+Per timestep, maps as the loss reads them (head- and layer-averaged probabilities of the
+chosen layers, each subject the mean of its token columns):
+- share: mean attention of a pixel to the start token / the prompt's words / the end
+  token and padding;
+- own/other: a subject's mean map density inside its own object over that inside the
+  other subject's object (1 = no grounding);
+- pointing: the map's arg-max cell lies on its own object (coverage > 0 there and more
+  than the other object's);
+- cosine: cosine similarity of the two subjects' maps (1 = the same map).
+
+    .venv/bin/python benchmarks/shapesbench/grounding.py --scenes 48 --layers down,down+up
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.append(str(ROOT))
+
+TIMESTEPS = (500, 700, 900)
+
+
+def _pack_module(suffix: str):
+    """A module of the pack as the host loaded it (its package name is the pack folder's)."""
+    return next(m for n, m in sys.modules.items() if n.endswith(suffix) and m is not None)
+
+
+def scenes_and_captions(n: int, seed: int):
+    """n two-object scenes (never held-out pairs), their captions with colours, and
+    the (shape, colour) subjects in caption order."""
+    from benchmarks.shapesbench import scenes
+    rng = np.random.default_rng([seed, 2])
+    out = []
+    for _ in range(n):
+        scene = scenes.sample_scene(rng, 2)
+        out.append((scene, scenes.caption(scene, with_colors=True), [(o.shape, o.color) for o in scene.objects]))
+    return out
+
+
+class Probe:
+    """Attention maps of one model at chosen layers, for latents at a given sigma."""
+
+    def __init__(self, model_path: str | None, layer_set: str):
+        import torch  # noqa: F401
+        self.tiny = _pack_module("nodes.host.tiny_model")
+        self.attention = _pack_module("nodes.host.attention")
+        self.sampling = _pack_module("nodes.host.sampling")
+        self.tokens = _pack_module("nodes.host.tokens")
+        self.engine = _pack_module("ai_t2i_attention.tokens")
+        self.recorders = _pack_module("ai_t2i_attention.maps")
+        self.unet_work = _pack_module("nodes.host.unet_work")
+        self.model, self.clip, self.vae = self.tiny.load_tiny_model(model_path)
+        self.patched = self.attention.install_hooks(self.model)
+        self.layer_set = layer_set
+        self.layers = None
+
+    def groups(self, caption: str, subjects: list[str]):
+        prompt, tokenize_word, _ = self.tokens.tokenization(self.clip, caption)
+        g = self.engine.resolve(caption, prompt, tokenize_word, subjects)
+        return g, prompt.text_columns()
+
+    def cond(self, caption: str):
+        return self.clip.encode_from_tokens_scheduled(self.clip.tokenize(caption))[0][0]
+
+    def latent(self, image_u8: np.ndarray):
+        import torch
+        img = torch.from_numpy(image_u8).float()[None] / 255.0
+        return self.patched.model.process_latent_in(self.vae.encode(img))
+
+    def maps(self, x0, cond, t: int, noise):
+        """(1, h, w, T) averaged probabilities at timestep t for clean latent x0."""
+        import torch
+        import comfy.model_management
+        ms = self.patched.get_model_object("model_sampling")
+        sigma = ms.sigmas[t].reshape(1)
+        hw = tuple(x0.shape[-2:])
+        if self.layers is None:
+            work = self.unet_work.unet_work(self.patched.model.diffusion_model, hw)
+            share = lambda ls: self.unet_work.work_until(work, [l.key for l in ls])  # noqa: E731
+            self.layers = self.sampling.choose_layers(self.attention.installed_layers(self.patched.model_options), hw,
+                                                      "auto", self.layer_set, share)
+        recorder = self.recorders.AttentionRecorder(frozenset(l.key for l in self.layers))
+        mo = self.sampling.guidance_model_options(self.patched.model_options, recorder)
+        comfy.model_management.load_models_gpu([self.patched])
+        x = x0 + sigma.reshape(1, 1, 1, 1) * noise
+        with torch.no_grad():
+            try:
+                self.patched.model.apply_model(x, sigma, c_crossattn=cond, transformer_options=mo["transformer_options"])
+            except self.attention.StopGuidanceForward:
+                pass
+        return recorder.average()
+
+
+def measure(avg, groups, text_columns, masks):
+    """Metrics of one (1, h, w, T) map stack against two object masks (2, H, W) bool."""
+    import torch
+    import torch.nn.functional as F
+    h, w, t = avg.shape[1:]
+    a = avg[0].double()
+    words = list(text_columns)
+    rest = [c for c in range(1, t) if c not in set(words)]
+    share = {"start": float(a[..., 0].mean()), "words": float(a[..., words].sum(-1).mean()),
+             "end+padding": float(a[..., rest].sum(-1).mean())}
+    cover = F.interpolate(torch.from_numpy(masks.astype(np.float64))[None], size=(h, w), mode="area")[0]  # (2, h, w)
+    subj = torch.stack([a[..., list(c)].mean(-1) for c in groups.subjects])  # (2, h, w)
+    out = {"share": share, "ratio": [], "pointing": [], "cosine": None}
+    for s in range(2):
+        o = 1 - s
+        dens = lambda m: float((subj[s] * m).sum() / m.sum().clamp_min(1e-12))  # noqa: E731
+        out["ratio"].append(dens(cover[s]) / max(dens(cover[o]), 1e-12))
+        idx = int(subj[s].flatten().argmax())
+        y, x = divmod(idx, w)
+        out["pointing"].append(bool(cover[s, y, x] > 0 and cover[s, y, x] > cover[o, y, x]))
+    out["cosine"] = float(F.cosine_similarity(subj[0].flatten(), subj[1].flatten(), dim=0))
+    return out
+
+
+def own_images(probe, cases, seed: int):
+    """The model's own vanilla images of each caption, with the evaluator's masks for
+    the two subjects where it found both (else None)."""
+    import torch
+    import comfy.sample
+    import comfy.samplers
+    from benchmarks.shapesbench.evaluate import PromptSpec, _assign, detect
+
+    out = []
+    for k, (_, caption, subjects) in enumerate(cases):
+        pos = probe.clip.encode_from_tokens_scheduled(probe.clip.tokenize(caption))
+        neg = probe.clip.encode_from_tokens_scheduled(probe.clip.tokenize(""))
+        latent = torch.zeros(1, 4, 16, 16)
+        noise = comfy.sample.prepare_noise(latent, seed + k)
+        samples = comfy.sample.sample(probe.model, noise, 20, 5.0, "euler", "normal", pos, neg, latent,
+                                      disable_pbar=True, seed=seed + k)
+        image = (probe.vae.decode(samples)[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        chosen = _assign(tuple(subjects), detect(image))
+        if all(d is not None for d in chosen):
+            out.append((image, np.stack([d.mask for d in chosen])))
+        else:
+            out.append(None)
+    return out
+
+
+def run(model_path, layer_sets, n_scenes, seed):
+    import torch
+    from benchmarks.shapesbench import scenes
+
+    cases = scenes_and_captions(n_scenes, seed)
+    report, generated = {}, None
+    for layer_set in layer_sets:
+        probe = Probe(model_path, layer_set)
+        rows = {}
+        generated = generated or own_images(probe, cases, seed)
+        for kind in ("renders", "own images"):
+            for t in TIMESTEPS:
+                acc = []
+                for k, (scene, caption, subjects) in enumerate(cases):
+                    if kind == "renders":
+                        image, masks = scenes.render(scene)
+                    elif generated[k] is None:
+                        continue
+                    else:
+                        image, masks = generated[k]
+                    groups, text_cols = probe.groups(caption, [s for s, _ in subjects])
+                    x0 = probe.latent(image)
+                    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed * 1000 + k))
+                    acc.append(measure(probe.maps(x0, probe.cond(caption), t, noise), groups, text_cols, masks))
+                rows[(kind, t)] = _aggregate(acc)
+        report[layer_set] = {"layers": probe.sampling.describe_layers(probe.layers), "rows": rows}
+    return report
+
+
+def _aggregate(acc):
+    n = len(acc)
+    if n == 0:
+        return {"n": 0}
+    return {"n": n,
+            "start": float(np.mean([a["share"]["start"] for a in acc])),
+            "words": float(np.mean([a["share"]["words"] for a in acc])),
+            "end+padding": float(np.mean([a["share"]["end+padding"] for a in acc])),
+            "ratio": float(np.median([r for a in acc for r in a["ratio"]])),
+            "pointing": float(np.mean([p for a in acc for p in a["pointing"]])),
+            "cosine": float(np.mean([a["cosine"] for a in acc]))}
+
+
+def table(report, model_name: str) -> str:
+    lines = [f"Grounding of `{model_name}`: attention share of start token / words / end token and padding, "
+             "own/other density ratio (median over subjects), pointing rate, cosine of the two subjects' maps.", "",
+             "| layers | scenes | t | n | start | words | end+pad | own/other | pointing | cosine |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for layer_set, r in report.items():
+        for (kind, t), v in r["rows"].items():
+            if v["n"] == 0:
+                lines.append(f"| {layer_set}: {r['layers']} | {kind} | {t} | 0 | | | | | | |")
+                continue
+            lines.append(f"| {layer_set}: {r['layers']} | {kind} | {t} | {v['n']} | {v['start']:.3f} | "
+                         f"{v['words']:.3f} | {v['end+padding']:.3f} | {v['ratio']:.2f} | {v['pointing']:.2f} | "
+                         f"{v['cosine']:.2f} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="tiny model file (default: the pack's embedded model)")
+    ap.add_argument("--layers", default="down,down+up", help="comma separated layer sets (auto, down, down+up, ...)")
+    ap.add_argument("--scenes", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="write the table (.md) and figures (.json) here")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    from tools.comfy_runner import Host
+    Host()
+    with torch.no_grad():
+        report = run(args.model, args.layers.split(","), args.scenes, args.seed)
+    name = pathlib.Path(args.model).name if args.model else "ai_t2i_tiny_shapes.safetensors"
+    text = table(report, name)
+    print(text)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "grounding.md").write_text(text + "\n")
+        (out / "grounding.json").write_text(json.dumps(
+            {ls: {"layers": r["layers"], "rows": {f"{k} t={t}": v for (k, t), v in r["rows"].items()}}
+             for ls, r in report.items()}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
