@@ -32,6 +32,18 @@ class _Server:
         self.messages.append((event, data))
 
 
+def _cache_options(executor_class) -> dict:
+    """The executor's cache settings as its signature asks for them: recent hosts take
+    cache_args (LRU size and RAM headroom), older ones (0.3.64) a cache_size."""
+    import inspect
+
+    from comfy.cli_args import args
+    params = inspect.signature(executor_class).parameters
+    if "cache_args" in params:
+        return {"cache_args": {"lru": args.cache_lru, "ram": getattr(args, "cache_ram", 0)}}
+    return {"cache_size": args.cache_lru}
+
+
 class GraphError(RuntimeError):
     pass
 
@@ -70,9 +82,8 @@ class Host:
             if not asyncio.run(nodes.load_custom_node(str(ROOT))):
                 raise RuntimeError("the AI-T2I pack failed to load as a custom node (see the log above)")
         self.server = _Server()
-        from comfy.cli_args import args
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": args.cache_lru, "ram": args.cache_ram})
+                                                 **_cache_options(execution.PromptExecutor))
 
     def run(self, prompt: dict) -> dict:
         """Validate and execute an API-format graph. Returns {node id: ui output}."""

@@ -125,15 +125,21 @@ _SCENES = None
 
 
 def render_example(seed_index):
-    """(uint8 image (128,128,3), caption) of example ``index`` -- deterministic."""
+    """Example ``index``, deterministic: (uint8 image (128,128,3), caption, object masks at
+    latent resolution (n, 16, 16) float32 area coverage, each object's caption words).
+    ``seed_index`` is (seed, index) or (seed, index, p_one, p_two): the data mix."""
     global _SCENES
     if _SCENES is None:
         _SCENES = _import_scenes()
-    seed, index = seed_index
+    seed, index = seed_index[:2]
+    mix = _SCENES.TrainingMix(*seed_index[2:]) if len(seed_index) > 2 else _SCENES.TRAINING_MIX
     rng = np.random.default_rng([seed, index])
-    scene, caption = _SCENES.training_example(rng)
-    image, _ = _SCENES.render(scene)
-    return image, caption
+    scene, caption = _SCENES.training_example(rng, mix)
+    image, masks = _SCENES.render(scene)
+    f = masks.shape[-1] // 16
+    cover = masks.reshape(len(masks), 16, f, 16, f).mean(axis=(2, 4)).astype(np.float32)
+    words = [[o.shape] + ([o.color] if o.color in caption.split() else []) for o in scene.objects]
+    return image, caption, cover, words
 
 
 def _worker_init(repo):
@@ -145,8 +151,9 @@ def _worker_init(repo):
 class ExampleSource:
     """Examples by index, rendered in-process or by a worker pool that runs ahead."""
 
-    def __init__(self, seed: int, workers: int, chunk: int):
+    def __init__(self, seed: int, workers: int, chunk: int, mix: tuple = ()):
         self.seed = seed
+        self.mix = tuple(mix)
         self.pool = None
         self.pending = collections.deque()
         self.next_submit = None
@@ -157,22 +164,22 @@ class ExampleSource:
             self.pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(REPO,))
 
     def get(self, start: int, count: int):
-        """Examples start .. start+count-1 as (uint8 array (n,128,128,3), captions)."""
+        """Examples start .. start+count-1 as (uint8 array (n,128,128,3), captions, masks, words)."""
         if self.pool is None:
-            items = [render_example((self.seed, i)) for i in range(start, start + count)]
+            items = [render_example((self.seed, i, *self.mix)) for i in range(start, start + count)]
         else:
             if self.next_submit != start:  # first call or a jump: restart the read-ahead
                 self.pending.clear()
                 self.next_submit = start
             while len(self.pending) < 4:
-                idx = [(self.seed, i) for i in range(self.next_submit, self.next_submit + count)]
+                idx = [(self.seed, i, *self.mix) for i in range(self.next_submit, self.next_submit + count)]
                 self.pending.append((self.next_submit, self.pool.map_async(render_example, idx, chunksize=8)))
                 self.next_submit += count
             first, res = self.pending.popleft()
             assert first == start, (first, start)
             items = res.get()
         images = np.stack([it[0] for it in items])
-        return images, [it[1] for it in items]
+        return images, [it[1] for it in items], [it[2] for it in items], [it[3] for it in items]
 
     def close(self):
         if self.pool is not None:
@@ -300,11 +307,11 @@ def train_vae(args, tm, cfg, device):
         return
     batch, crop = args.vae_batch, args.vae_crop
     source = ExampleSource(args.seed + 1, args.workers, batch)
-    t_start, t_ckpt, run_loss, run_n = time.time(), time.time(), 0.0, 0
+    t_start, t_ckpt, run_loss, run_n, run_ground = time.time(), time.time(), 0.0, 0, 0.0
     taesd.train()
     try:
         while elapsed < budget:
-            images, _ = source.get(step * batch, batch)
+            images = source.get(step * batch, batch)[0]
             x = to_tensor(images, device)
             if crop and crop < x.shape[-1]:
                 x = object_crops(x, crop, np.random.default_rng([args.seed, 7, step]))
@@ -365,7 +372,7 @@ def finalize_vae(args, tm, cfg, taesd, device, step, history):
     taesd.eval()
     n = args.stat_images
     source = ExampleSource(args.seed + 2, 0, n)
-    images, _ = source.get(10_000_000, n)
+    images = source.get(10_000_000, n)[0]
     raws, recs = [], []
     for i in range(0, n, 16):
         x = to_tensor(images[i:i + 16], device)
@@ -481,13 +488,109 @@ def host_sigmas(cfg):
     return comfy.model_sampling.ModelSamplingDiscrete(_Settings()).sigmas.clone()
 
 
+class GroundingAttention:
+    """attn2 replace patch for training: the attention the host computes (softmax(QK^T/sqrt(d)) V),
+    written out so its head-averaged probabilities at the latent's own resolution are kept for
+    the grounding loss (a few 16x16 layers: cheap next to the UNet)."""
+
+    def __init__(self, store: list, tokens_at: int):
+        self.store, self.tokens_at = store, tokens_at
+
+    def __call__(self, q, k, v, extra_options):
+        h = extra_options["n_heads"]
+        b, n, _ = q.shape
+        q, k, v = (t.reshape(b, t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
+        p = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, heads, N, T)
+        if n == self.tokens_at:
+            self.store.append(p.mean(dim=1))
+        return (p @ v).transpose(1, 2).reshape(b, n, -1)
+
+
+def grounding_patches(unet, store: list, tokens_at: int) -> dict:
+    """transformer_options with a GroundingAttention on every cross-attention slot."""
+    patch = GroundingAttention(store, tokens_at)
+    keys = [("input", i, t) for i in range(len(unet.input_blocks)) for t in range(4)]
+    keys += [("middle", 0, t) for t in range(4)] + [("output", i, t) for i in range(len(unet.output_blocks)) for t in range(4)]
+    return {"patches_replace": {"attn2": {key: patch for key in keys}}}
+
+
+def grounding_loss(probs: torch.Tensor, masks: list, cols: list, use: torch.Tensor) -> torch.Tensor:
+    """TokenCompose-style token loss: 1 - (share of each object word's attention inside its
+    object), averaged over the objects of the examples in `use`.
+
+    probs: (B, N, T) layer-averaged probabilities at the latent resolution; masks[b]: (n, N)
+    object coverage; cols[b]: per object, the context columns of its words.
+    """
+    terms = []
+    for b in torch.nonzero(use).flatten().tolist():
+        for m, c in zip(masks[b], cols[b]):
+            if not c:
+                continue
+            a = probs[b][:, list(c)].mean(dim=-1)  # (N,)
+            terms.append(1.0 - (a * m).sum() / a.sum().clamp_min(1e-8))
+    return torch.stack(terms).mean() if terms else probs.sum() * 0.0
+
+
+def word_columns(tokenizer, tokens: list, words: list) -> list:
+    """Context columns of each object's words in one caption's tokens (first match of each
+    word, in caption order; a word the tokenizer splits gives all its columns)."""
+    out, start = [], 1
+    for obj in words:
+        cols = []
+        for w in obj:
+            ids = [t for t in tokenize(tokenizer, [w])[0] if t not in (49406, 49407)]
+            for i in range(1, len(tokens) - len(ids) + 1):
+                if tokens[i:i + len(ids)] == ids:
+                    cols += range(i, i + len(ids))
+                    break
+        out.append(tuple(cols))
+    return out
+
+
+def init_from_export(args, tm, cfg, unet, text, device):
+    """Start the UNet stage from an exported tiny model: its UNet and text weights, and (when
+    the work folder has none) its autoencoder and latent statistics as vae_final.pt."""
+    import safetensors.torch
+
+    sd = safetensors.torch.load_file(args.init_from)
+    unet.load_state_dict({k[len(tm.UNET_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.UNET_PREFIX)})
+    text_sd = {"clip_l." + k[len(tm.TEXT_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.TEXT_PREFIX)}
+    missing, unexpected = text.load_state_dict(text_sd, strict=False)
+    if [k for k in missing if not k.endswith("logit_scale")] or unexpected:
+        sys.exit(f"{args.init_from}: text encoder keys do not match ({missing[:3]}, {unexpected[:3]})")
+    log(f"unet: initialised from {args.init_from}")
+
+
+def ensure_vae_from_export(args, tm, cfg):
+    path = os.path.join(args.work, "vae_final.pt")
+    if os.path.exists(path) or not args.init_from:
+        return
+    import safetensors.torch
+
+    sd = safetensors.torch.load_file(args.init_from)
+    src = tm.read_tiny_config(args.init_from)
+    taesd = tm.build_taesd(cfg)
+    taesd.load_state_dict({k[len(tm.VAE_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.VAE_PREFIX)})
+    stats = {"latent_scale_factor": src.latent_scale_factor, "latent_rgb_factors": src.latent_rgb_factors,
+             "latent_rgb_factors_bias": src.latent_rgb_factors_bias, "steps": src.notes.get("vae_steps"),
+             "recon_l1_full_images": src.notes.get("vae_recon_l1", float("nan"))}
+    atomic_save({"model": taesd.state_dict(), "stats": stats, "history": []}, path)
+    log(f"vae: taken from {args.init_from}")
+
+
 def train_unet(args, tm, cfg, device):
     path = os.path.join(args.work, "unet.pt")
     budget = 60.0 * (args.unet_minutes if args.unet_minutes is not None else args.minutes)
+    ensure_vae_from_export(args, tm, cfg)
     taesd, stats, _ = load_vae_final(args, tm, cfg, device)
     scale = stats["latent_scale_factor"]
     unet, text = build_unet_stage(args, tm, cfg, device)
-    make_text_trainable(text)
+    if args.init_from and not os.path.exists(path):
+        init_from_export(args, tm, cfg, unet, text, device)
+    if args.freeze_text:  # trained first and frozen, as SD's CLIP is
+        text.requires_grad_(False)
+    else:
+        make_text_trainable(text)
     tokenizer = tm.build_tokenizer(cfg)
     empty_tokens = tokenize(tokenizer, [""])[0]
     trainable = [p for p in list(unet.parameters()) + list(text.parameters()) if p.requires_grad]
@@ -499,6 +602,8 @@ def train_unet(args, tm, cfg, device):
     buf_lat = torch.zeros(cap, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=device)
     buf_tok = [None] * cap
     buf_cap = [None] * cap
+    buf_mask = [None] * cap  # per example: (n objects, latent pixels) coverage
+    buf_cols = [None] * cap  # per example: each object's word columns
     step, elapsed, produced, history = 0, 0.0, 0, []
     if os.path.exists(path):
         ck = torch.load(path, map_location=device, weights_only=False)
@@ -512,6 +617,9 @@ def train_unet(args, tm, cfg, device):
         buf_lat[:n] = ck["buf_lat"][:n].to(device).float()
         buf_tok[:n] = ck["buf_tok"][:n]
         buf_cap[:n] = ck["buf_cap"][:n]
+        if "buf_mask" in ck:
+            buf_mask[:n] = ck["buf_mask"][:n]
+            buf_cols[:n] = ck["buf_cols"][:n]
         log(f"unet: resumed at step {step}, {produced} examples, {elapsed / 60:.1f} of {budget / 60:.1f} min")
     if elapsed >= budget:
         log("unet: budget already spent")
@@ -522,12 +630,13 @@ def train_unet(args, tm, cfg, device):
         atomic_save({"unet": unet.state_dict(), "text": text.state_dict(), "ema": [s.state_dict() for s in ema.shadow],
                      "opt": opt.state_dict(), "step": step, "elapsed": elapsed, "produced": produced,
                      "history": history, "buf_lat": buf_lat[:n].half().cpu(), "buf_tok": buf_tok[:n],
-                     "buf_cap": buf_cap[:n], "vae_stats": stats}, path)
+                     "buf_cap": buf_cap[:n], "buf_mask": buf_mask[:n], "buf_cols": buf_cols[:n],
+                     "vae_stats": stats}, path)
 
     @torch.no_grad()
     def produce(count):
         nonlocal produced
-        images, caps = source.get(produced, count)
+        images, caps, masks, words = source.get(produced, count)
         lat = []
         for i in range(0, count, 64):
             x = to_tensor(images[i:i + 64], device)
@@ -543,12 +652,16 @@ def train_unet(args, tm, cfg, device):
             buf_lat[slot] = lat[j]
             buf_tok[slot] = toks[j]
             buf_cap[slot] = caps[j]
+            buf_mask[slot] = torch.from_numpy(masks[j]).reshape(len(masks[j]), -1)
+            buf_cols[slot] = word_columns(tokenizer, toks[j], words[j])
         produced += count
 
-    source = ExampleSource(args.seed, args.workers, args.fresh)
+    source = ExampleSource(args.seed, args.workers, args.fresh, args.mix)
     unet.train()
-    text.train()
-    t_start, t_ckpt, run_loss, run_n = time.time(), time.time(), 0.0, 0
+    text.train(not args.freeze_text)
+    store: list = []
+    options = grounding_patches(unet, store, cfg.latent_size ** 2) if args.grounding_weight > 0 else {}
+    t_start, t_ckpt, run_loss, run_n, run_ground = time.time(), time.time(), 0.0, 0, 0.0
     try:
         if produced < args.batch:
             produce(max(args.batch, args.fresh) - produced)
@@ -567,8 +680,21 @@ def train_unet(args, tm, cfg, device):
             for group in opt.param_groups:
                 group["lr"] = lr_at(args.unet_lr, step, args.warmup, elapsed / budget)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-                context, _ = text.clip_l(tokens)
-                pred = unet(x_in, timesteps=t.float(), context=context)
+                with torch.set_grad_enabled(not args.freeze_text):
+                    context, _ = text.clip_l(tokens + [empty_tokens])
+                context, empty_context = context[:-1], context[-1:]
+                if args.padding_dropout > 0:
+                    # Padding dropout: the end token and padding of some captions are replaced by
+                    # the empty prompt's (content-free) vectors at the same positions, so the
+                    # UNet must find the caption in the word columns, not in the summary that a
+                    # causal encoder leaves in the padding.
+                    pad = torch.rand(args.batch, generator=g) < args.padding_dropout
+                    keep = torch.ones_like(context[..., :1])
+                    for i in torch.nonzero(pad & ~drop).flatten().tolist():
+                        keep[i, tokens[i].index(49407, 1):] = 0.0
+                    context = context * keep + empty_context * (1 - keep)
+                store.clear()
+                pred = unet(x_in, timesteps=t.float(), context=context, transformer_options=options)
             per = (pred.float() - noise).square().mean(dim=(1, 2, 3))
             if args.min_snr > 0:
                 # Min-SNR-gamma weighting for eps prediction: min(SNR, gamma) / SNR with
@@ -577,6 +703,11 @@ def train_unet(args, tm, cfg, device):
                 snr = 1.0 / sigma.view(-1) ** 2
                 per = per * torch.clamp(snr, max=args.min_snr) / snr
             loss = per.mean()
+            if args.grounding_weight > 0:
+                probs = torch.stack(store).float().mean(dim=0)  # (B, N, T)
+                ground = grounding_loss(probs, [buf_mask[int(i)] for i in idx], [buf_cols[int(i)] for i in idx], ~drop)
+                loss = loss + args.grounding_weight * ground
+                run_ground += ground.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -590,9 +721,9 @@ def train_unet(args, tm, cfg, device):
             t_start = now
             if step % args.log_every == 0:
                 history.append((step, elapsed, run_loss / run_n))
-                log(f"unet step {step} loss {run_loss / run_n:.4f} examples {produced} "
-                    f"lr {opt.param_groups[0]['lr']:.2e} {elapsed / 60:.1f}/{budget / 60:.0f} min")
-                run_loss, run_n = 0.0, 0
+                log(f"unet step {step} loss {run_loss / run_n:.4f} grounding {run_ground / run_n:.4f} "
+                    f"examples {produced} lr {opt.param_groups[0]['lr']:.2e} {elapsed / 60:.1f}/{budget / 60:.0f} min")
+                run_loss, run_n, run_ground = 0.0, 0, 0.0
             if now - t_ckpt > 60 * args.ckpt_minutes:
                 save()
                 t_ckpt = now
@@ -714,6 +845,15 @@ def main(argv=None):
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--caption-dropout", type=float, default=0.1)
     ap.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-gamma loss weighting (0: plain MSE)")
+    ap.add_argument("--init-from", default=None,
+                    help="start the UNet stage from this exported model (its UNet, text encoder and autoencoder)")
+    ap.add_argument("--freeze-text", action="store_true", help="keep the text encoder fixed (trained first, as SD's)")
+    ap.add_argument("--padding-dropout", type=float, default=0.0,
+                    help="share of captions whose end token and padding get the empty prompt's vectors")
+    ap.add_argument("--grounding-weight", type=float, default=0.0,
+                    help="weight of the token grounding loss (each object word's attention inside its object)")
+    ap.add_argument("--mix", type=lambda v: tuple(float(x) for x in v.split(",")), default=(),
+                    help="data mix 'p_one,p_two' (default: scenes.TRAINING_MIX)")
     args = ap.parse_args(argv)
 
     _setup_paths(args.device)

@@ -34,3 +34,21 @@ def test_presets_bring_their_refinement_points(pack):
     assert settings(pack, method="Divide & Bind").schedule.refinement == {0.0: 0.05, 0.2: 0.2, 0.4: 0.3}
     assert settings(pack, method="A-STAR").schedule.refinement == {}
     assert settings(pack, method="Attend-and-Excite").schedule.refinement == {0.0: 0.05, 0.2: 0.5, 0.4: 0.8}
+
+
+def test_refinement_on_for_a_method_without_one_is_an_error(pack):
+    """A-STAR declares no refinement: 'on' is refused with a message, never a silent single pass."""
+    from importlib import import_module
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    with pytest.raises(sampling.GuidanceError, match="A-STAR has no iterative refinement.*'preset' or 'off'"):
+        settings(pack, method="A-STAR", refinement="on")
+    assert settings(pack, method="A-STAR", refinement="off").schedule.refinement == {}
+
+
+def test_refinement_on_tests_the_declared_term(pack):
+    """AI-T2I with refinement on refines on its presence term at Attend-and-Excite's points;
+    CONFORM's refinement is a fixed count (no term decides)."""
+    ai = settings(pack, method="AI-T2I", refinement="on").schedule
+    assert ai.refinement == {0.0: 0.05, 0.2: 0.5, 0.4: 0.8} and ai.refine_test == "presence"
+    conform = settings(pack, method="CONFORM").schedule
+    assert conform.refine_test is None and set(conform.refinement) == {0.0, 0.2, 0.4}
