@@ -63,6 +63,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.shapesbench.evaluate import PromptSpec, score, summarize  # noqa: E402
 from benchmarks.shapesbench.prompts import EVAL_PROMPTS, attribute_pairs, subject_words  # noqa: E402
+from benchmarks.shapesbench import scenes  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "ai_t2i_tiny_shapes.safetensors"
 
@@ -85,6 +86,12 @@ SINGLE_PROMPTS: list[PromptSpec] = [
     PromptSpec(f"a {color} {shape}", ((shape, color),))
     for color, shape in (("red", "circle"), ("blue", "square"), ("green", "triangle"),
                          ("yellow", "star"), ("purple", "heart"), ("cyan", "cross"))
+]
+
+# Every seen (shape, colour) pair as a one-object prompt: what vanilla must draw right.
+SINGLE_GRID: list[PromptSpec] = [
+    PromptSpec(f"a {color} {shape}", ((shape, color),))
+    for shape in scenes.SHAPES for color in scenes.COLORS if (shape, color) not in scenes.HELD_OUT_PAIRS
 ]
 
 # Settings that must match for lines of one results.jsonl to be comparable.
@@ -314,7 +321,7 @@ def run(args) -> None:
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
-    prompts = SINGLE_PROMPTS if args.single else EVAL_PROMPTS
+    prompts = SINGLE_GRID if args.single_grid else SINGLE_PROMPTS if args.single else EVAL_PROMPTS
     prompt_ids = parse_prompt_selection(args.prompts, len(prompts))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -446,6 +453,18 @@ def _prompt_bootstrap(ra: dict, rb: dict, n_boot: int = 2000, key: str = "correc
     return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
 
+FAILURE_KINDS = ("neglected", "merged", "colour leaked", "extra object")
+
+
+def failure_kinds(rows: list[dict]) -> dict[str, float]:
+    """Share of images with each failure kind (FAILURE_KINDS)."""
+    n = max(len(rows), 1)
+    return {"neglected": sum(bool(r["missing"]) and not r["merged"] for r in rows) / n,
+            "merged": sum(bool(r["missing"]) and bool(r["merged"]) for r in rows) / n,
+            "colour leaked": sum(r["present"] and not r["bound"] for r in rows) / n,
+            "extra object": sum(not r["no_extra"] for r in rows) / n}
+
+
 def summary_markdown(rows: list[dict], methods: list[str]) -> str:
     two = [r for r in rows if len(r["subjects"]) == 2]
     held = [r for r in rows if r["held_out"]]
@@ -491,6 +510,17 @@ def summary_markdown(rows: list[dict], methods: list[str]) -> str:
             f"(a subject missing: {missing}; merged blob: {merged}).",
             "",
         ]
+    lines += ["## Failures by type (two-subject prompts; an image can fail several ways)", "",
+              "neglected: a subject not found and no merged blob; merged: a subject not found and a blob the size of "
+              "two objects; colour leaked: every subject found but a coloured one has the wrong colour; extra "
+              "object: more objects than subjects.", "",
+              "| method | n | neglected | merged | colour leaked | extra object |", "|---|---:|---:|---:|---:|---:|"]
+    for m in methods:
+        sel = [r for r in two if r["method"] == m]
+        if sel:
+            kinds = failure_kinds(sel)
+            lines.append(f"| {m} | {len(sel)} | " + " | ".join(f"{kinds[k]:.3f}" for k in FAILURE_KINDS) + " |")
+    lines.append("")
     if "ai_t2i" in methods:
         lines += [
             "## Gain of ai_t2i (difference of rates on the same prompts and seeds)",
@@ -598,6 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="the tiny model file (see the docstring)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (in-process runs)")
     ap.add_argument("--single", action="store_true", help="run the one-object prompts instead of EVAL_PROMPTS")
+    ap.add_argument("--single-grid", action="store_true",
+                    help="run every seen (shape, colour) pair as a one-object prompt instead of EVAL_PROMPTS")
     ap.add_argument("--summary-only", action="store_true", help="only rewrite summary.md and grid.png")
     args = ap.parse_args(argv)
     args.model = pathlib.Path(args.model)
