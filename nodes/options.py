@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ai_t2i_attention import PRESETS, GuidanceSchedule, preset_weights
-from .host.sampling import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS, GuidanceError, GuidanceSettings
+from ..ai_t2i_attention.layers import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS
+from .host.sampling import GuidanceError, GuidanceSettings
 
 GUIDANCE_INPUTS = {
     "method": (list(PRESETS), {"default": "AI-T2I", "tooltip":

@@ -65,6 +65,7 @@ class Probe:
         self.engine = _pack_module("ai_t2i_attention.tokens")
         self.recorders = _pack_module("ai_t2i_attention.maps")
         self.unet_work = _pack_module("nodes.host.unet_work")
+        self.policy = _pack_module("ai_t2i_attention.layers")
         self.model, self.clip, self.vae = self.tiny.load_tiny_model(model_path)
         self.patched = self.attention.install_hooks(self.model)
         self.layer_set = layer_set
@@ -93,7 +94,7 @@ class Probe:
         if self.layers is None:
             work = self.unet_work.unet_work(self.patched.model.diffusion_model, hw)
             share = lambda ls: self.unet_work.work_until(work, [l.key for l in ls])  # noqa: E731
-            self.layers = self.sampling.choose_layers(self.attention.installed_layers(self.patched.model_options), hw,
+            self.layers = self.policy.choose_layers(self.attention.installed_layers(self.patched.model_options), hw,
                                                       "auto", self.layer_set, share)
         recorder = self.recorders.AttentionRecorder(frozenset(l.key for l in self.layers))
         mo = self.sampling.guidance_model_options(self.patched.model_options, recorder)
@@ -181,7 +182,7 @@ def run(model_path, layer_sets, n_scenes, seed):
                     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed * 1000 + k))
                     acc.append(measure(probe.maps(x0, probe.cond(caption), t, noise), groups, text_cols, masks))
                 rows[(kind, t)] = _aggregate(acc)
-        report[layer_set] = {"layers": probe.sampling.describe_layers(probe.layers), "rows": rows}
+        report[layer_set] = {"layers": probe.policy.describe_layers(probe.layers), "rows": rows}
     return report
 
 

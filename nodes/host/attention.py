@@ -5,12 +5,12 @@ structure), so a host change is mended in this package only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from comfy.ldm.modules.attention import SpatialTransformer, get_attention_function, optimized_attention
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, UNetModel, Upsample
 
 from ...ai_t2i_attention import AttentionRecorder
+from ...ai_t2i_attention.layers import Layer
 
 # transformer_options key under which a guidance pass hands its recorder to the hooks.
 # Only the guidance forward sets it; every other forward runs the hooks as pass-through.
@@ -21,14 +21,6 @@ PATCH_KEY = "ai_t2i_patch"
 
 class StopGuidanceForward(Exception):
     """Raised by the last needed hook: the rest of the UNet is not needed for the loss."""
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One cross-attention layer: its patch key, and its down-sampling factor."""
-
-    key: tuple[str, int, int]  # (block name, block id, transformer index)
-    factor: int
 
 
 class UnsupportedModel(ValueError):

@@ -23,8 +23,9 @@ import comfy.utils
 
 from ...ai_t2i_attention import (LOSSES, AttentionRecorder, GuidanceSchedule, Preset, StepReport, TokenGroups,
                                  guided_update, subject_maps)
-from .attention import (RECORDER_KEY, CrossAttentionHook, Layer, StopGuidanceForward, differentiable_attention,
-                        hook_chain, installed_layers)
+from ...ai_t2i_attention.layers import Layer, LayerChoiceError, choose_layers, describe_layers
+from .attention import (RECORDER_KEY, CrossAttentionHook, StopGuidanceForward, differentiable_attention, hook_chain,
+                        installed_layers)
 from .gradients import make_grad_capable
 from .unet_work import unet_work, work_until
 
@@ -32,15 +33,6 @@ log = logging.getLogger("ai_t2i")
 
 SUBJECTS_KEY = "ai_t2i_subjects"  # conditioning key carrying the resolved TokenGroups
 LAYOUT_KEY = "ai_t2i_layout"  # same entry: a SubjectLayout from 'AI-T2I Subject Layout'
-LEVELS = ("auto", "1/1", "1/2", "1/4", "1/8")
-LAYER_SETS = {"down+up": ("input", "output"), "down": ("input",), "up": ("output",),
-              "down+mid+up": ("input", "middle", "output")}
-# Layer set "auto" reads the reference's down and up blocks, unless the guidance pass would
-# then run more than this fraction of the UNet's forward (SDXL: its up-block maps come after
-# ~78% of it), and the down blocks alone otherwise. Why 0.7: with half of the steps guided, a
-# batch-1 pass costing half of a CFG step per unit of work, and a backward about as dear as
-# its forward, guided sampling costs about 1 + 0.5 * fraction of plain sampling: 1.35x at 0.7.
-AUTO_WORK_BUDGET = 0.7
 # Their step count is adaptive: the schedule's positions do not map onto their steps.
 UNSUPPORTED_SAMPLERS = {"dpm_fast_function": "dpm_fast", "dpm_adaptive_function": "dpm_adaptive"}
 # k-diffusion samplers that call the model once per step, on their own state tensor,
@@ -92,62 +84,6 @@ class RunRecord:
         if self.pass_work is not None:
             head += f", guidance pass ~{self.pass_work:.0%} of the UNet"
         return "\n".join([head] + [r.line() for r in self.reports])
-
-
-def _layers_of_set(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: str, layer_set: str) -> list[Layer]:
-    blocks = LAYER_SETS[layer_set]
-    usable = [l for l in layers if l.key[0] in blocks]
-    factors = sorted({l.factor for l in usable})
-    if not factors:
-        raise GuidanceError(f"the model has no cross-attention in the {layer_set} blocks; choose layers 'down+mid+up'")
-    h, w = latent_hw
-    if level == "auto":
-        # The reference method is tuned for 16x16 maps (SD at 512 px, latent/4).
-        factor = min(factors, key=lambda f: (abs(h / f - 16), f))
-    else:
-        factor = int(level.split("/")[1])
-        if factor not in factors:
-            raise GuidanceError(f"the model has no {layer_set} cross-attention at level {level}; "
-                                f"levels it has: {', '.join('1/%d' % f for f in factors)}")
-    # Each down-sampling halves with rounding up, so odd latents (e.g. 1000x600 px) have maps too.
-    map_h, map_w = -(-h // factor), -(-w // factor)
-    if min(map_h, map_w) < 4:
-        raise GuidanceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
-                            f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")
-    return [l for l in usable if l.factor == factor]
-
-
-def choose_layers(layers: tuple[Layer, ...], latent_hw: tuple[int, int], level: str, layer_set: str,
-                  work: Optional[Callable[[list[Layer]], float]] = None, control: bool = False) -> list[Layer]:
-    """The layers whose maps the loss reads, for this latent size. For the layer set
-    "auto", work(layers) is the fraction of the UNet's forward the guidance pass runs
-    when it stops after `layers` (see unet_work.py), and control says a ControlNet is
-    attached: its residuals join the UNet on the up path, which down-block maps would
-    not see, so auto then keeps down+up."""
-    if level not in LEVELS:
-        raise GuidanceError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
-    if layer_set not in LAYER_SETS and layer_set != "auto":
-        raise GuidanceError(f"unknown layer set {layer_set!r}; choose one of auto, {', '.join(LAYER_SETS)}")
-    if layer_set != "auto":
-        return _layers_of_set(layers, latent_hw, level, layer_set)
-    chosen = _layers_of_set(layers, latent_hw, level, "down+up")
-    if control or work is None or work(chosen) <= AUTO_WORK_BUDGET:
-        return chosen
-    try:
-        return _layers_of_set(layers, latent_hw, level, "down")
-    except GuidanceError:  # no down-block layers at that level: the costlier set is the only one
-        return chosen
-
-
-def describe_layers(layers: list[Layer]) -> str:
-    """'input 7, 8 + output 3, 4, 5 (5 layers)': which blocks' cross-attention is read."""
-    blocks: dict[str, list[int]] = {}
-    for l in layers:
-        ids = blocks.setdefault(l.key[0], [])
-        if l.key[1] not in ids:
-            ids.append(l.key[1])
-    count = f"{len(layers)} layer" + ("s" if len(layers) != 1 else "")
-    return " + ".join(f"{name} {', '.join(map(str, ids))}" for name, ids in blocks.items()) + f" ({count})"
 
 
 def subject_entry(conds: dict) -> tuple[dict, TokenGroups]:
@@ -344,8 +280,11 @@ class GuidedRun:
             hw = tuple(x.shape[-2:])
             work = unet_work(self.guider.inner_model.diffusion_model, hw)
             share = lambda layers: work_until(work, [l.key for l in layers])  # noqa: E731
-            self.layers = choose_layers(self.all_layers, hw, self.settings.level, self.settings.layers, share,
-                                        control=self.entry.get("control") is not None)
+            try:
+                self.layers = choose_layers(self.all_layers, hw, self.settings.level, self.settings.layers, share,
+                                            control=self.entry.get("control") is not None)
+            except LayerChoiceError as e:
+                raise GuidanceError(str(e)) from None
             self.record.layers = describe_layers(self.layers)
             self.record.pass_work = share(self.layers) if self.settings.stop_early else 1.0
         sched = self.settings.schedule

@@ -1,8 +1,15 @@
 """The cross-attention hook on real host UNets (SD1.5 and SDXL topologies)."""
+from importlib import import_module
+
 import torch
 
 import comfy.samplers
 from runner import encode, guided_sampler, patch, plain, run
+
+
+def layers_mod(pack):
+    """The engine's layer policy, as the host loaded the pack."""
+    return import_module(pack.__name__ + ".ai_t2i_attention.layers")
 
 
 def _layers(pack, model):
@@ -64,7 +71,7 @@ def test_auto_level_picks_16x16(pack, sd15_small):
     sampling = import_module(pack.__name__ + ".nodes.host.sampling")
     layers = tuple(_layers(pack, sd15_small[0]))
     for latent, side in ((64, 16), (32, 16), (16, 16), (96, 24)):
-        chosen = sampling.choose_layers(layers, (latent, latent), "auto", "down+up")
+        chosen = layers_mod(pack).choose_layers(layers, (latent, latent), "auto", "down+up")
         assert latent // chosen[0].factor == side
 
 

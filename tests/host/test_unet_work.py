@@ -11,6 +11,11 @@ import comfy.supported_models
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 
+def layers_mod(pack):
+    """The engine's layer policy, as the host loaded the pack."""
+    return import_module(pack.__name__ + ".ai_t2i_attention.layers")
+
+
 def _modules(pack):
     names = ("attention", "sampling", "unet_work")
     return [import_module(f"{pack.__name__}.nodes.host.{n}") for n in names]
@@ -51,7 +56,7 @@ def test_estimate_matches_counted_flops(pack, request, fixture, latent):
     layers = tuple(att.cross_attention_layers(dm))
     items = work.unet_work(dm, (latent, latent))
     for layer_set in ("down+up", "down"):
-        chosen = sampling.choose_layers(layers, (latent, latent), "auto", layer_set)
+        chosen = layers_mod(pack).choose_layers(layers, (latent, latent), "auto", layer_set)
         keys = [l.key for l in chosen]
         estimate, measured = work.work_until(items, keys), _measured_share(pack, model, keys, latent)
         assert abs(estimate - measured) < 0.03, (fixture, layer_set, estimate, measured)
@@ -82,9 +87,9 @@ def _auto(pack, dm, latent):
     att, sampling, work = _modules(pack)
     items = work.unet_work(dm, (latent, latent))
     share = lambda layers: work.work_until(items, [l.key for l in layers])  # noqa: E731
-    chosen = sampling.choose_layers(tuple(att.cross_attention_layers(dm)), (latent, latent), "auto", "auto", share)
-    reference = sampling.choose_layers(tuple(att.cross_attention_layers(dm)), (latent, latent), "auto", "down+up")
-    return sampling.describe_layers(chosen), share(chosen), share(reference)
+    chosen = layers_mod(pack).choose_layers(tuple(att.cross_attention_layers(dm)), (latent, latent), "auto", "auto", share)
+    reference = layers_mod(pack).choose_layers(tuple(att.cross_attention_layers(dm)), (latent, latent), "auto", "down+up")
+    return layers_mod(pack).describe_layers(chosen), share(chosen), share(reference)
 
 
 def test_auto_keeps_down_and_up_on_sd15(pack):
@@ -116,9 +121,9 @@ def test_auto_reads_the_down_blocks_on_the_embedded_model(pack):
 def test_auto_follows_the_work_budget(pack, sd15_small):
     att, sampling, _ = _modules(pack)
     layers = tuple(att.cross_attention_layers(sd15_small[0].model.diffusion_model))
-    over = sampling.choose_layers(layers, (64, 64), "auto", "auto", lambda layers: sampling.AUTO_WORK_BUDGET + 0.01)
-    assert sampling.describe_layers(over) == "input 7, 8 (2 layers)"
-    within = sampling.choose_layers(layers, (64, 64), "auto", "auto", lambda layers: sampling.AUTO_WORK_BUDGET)
-    assert sampling.describe_layers(within) == "input 7, 8 + output 3, 4, 5 (5 layers)"
-    with pytest.raises(sampling.GuidanceError, match=r"unknown layer set 'downs'; choose one of auto, down\+up"):
-        sampling.choose_layers(layers, (64, 64), "auto", "downs")
+    over = layers_mod(pack).choose_layers(layers, (64, 64), "auto", "auto", lambda layers: layers_mod(pack).AUTO_WORK_BUDGET + 0.01)
+    assert layers_mod(pack).describe_layers(over) == "input 7, 8 (2 layers)"
+    within = layers_mod(pack).choose_layers(layers, (64, 64), "auto", "auto", lambda layers: layers_mod(pack).AUTO_WORK_BUDGET)
+    assert layers_mod(pack).describe_layers(within) == "input 7, 8 + output 3, 4, 5 (5 layers)"
+    with pytest.raises(layers_mod(pack).LayerChoiceError, match=r"unknown layer set 'downs'; choose one of auto, down\+up"):
+        layers_mod(pack).choose_layers(layers, (64, 64), "auto", "downs")
