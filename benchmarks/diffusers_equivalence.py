@@ -185,7 +185,7 @@ def run_comfy(host, out_dir: pathlib.Path, size, steps, cfg, seed, guided: bool)
     prefix = f"equivalence_{'guided' if guided else 'plain'}_{time.time_ns()}"
     with comfy_recording(step_inputs, updates):
         host.run(comfy_graph(size, steps, cfg, seed, guided, prefix))
-    latent = load_file(str(next((out_dir / "latents").glob(f"{prefix}_*.latent"))))["latent_tensor"] * LATENT_SCALE
+    latent = load_file(str(next(out_dir.rglob(f"{prefix}_*.latent"))))["latent_tensor"] * LATENT_SCALE
     # Back to the UNet's input space: z = c_in(sigma_i) * x, sigmas as the host's KSampler made them.
     model = host.nodes.UNETLoader().load_unet("sd15_random_unet.safetensors", "default")[0]
     ms = model.get_model_object("model_sampling")

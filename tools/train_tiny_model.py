@@ -764,6 +764,10 @@ def export(args, tm, cfg):
         "unet_final_loss": round(hist[-1][2], 5) if hist else None,
         "weights": args.export_weights,
     }
+    if args.init_from:  # a fine-tuning run: how it differs from training from scratch
+        cfg.notes.update({"init_from": os.path.basename(args.init_from), "freeze_text": args.freeze_text,
+                          "padding_dropout": args.padding_dropout, "grounding_weight": args.grounding_weight,
+                          "mix": list(args.mix), "unet_lr": args.unet_lr})
     size = tm.save_tiny_model(args.export, cfg, unet, text, taesd)
     n = lambda m: sum(p.numel() for p in m.parameters())
     log(f"exported {args.export}: {size / 1e6:.2f} MB; params unet {n(unet)}, text {n(text)}, "
