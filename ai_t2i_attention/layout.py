@@ -25,6 +25,7 @@ Shapes: S subjects, B images, (h, w) the attention map size.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -92,7 +93,7 @@ def parse_boxes(text: str, subjects: Sequence[str],
             values = [float(p) for p in parts]
         except ValueError:
             values = []
-        if len(values) != 4 or len(parts) != 4:
+        if len(values) != 4 or len(parts) != 4 or not all(math.isfinite(v) for v in values):
             raise LayoutError(f"box {entry!r} needs four numbers x0 y0 x1 y1 (top-left and bottom-right corners as "
                               f"fractions of the image), e.g. '{BOX_EXAMPLE}'")
         x0, y0, x1, y1 = values

@@ -70,6 +70,10 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
     echo "could not install chromium: tests/browser fails (it skips only with AI_T2I_NO_BROWSER=1, never in CI)" >&2
   fi
 fi
+# Test-only: property-based tests of the parsers.
+if ! "$VPY" -c "import hypothesis" 2>/dev/null; then
+  "$VPY" -m pip install -q hypothesis
+fi
 if ! "$VPY" -c "import playwright" 2>/dev/null; then
   "$VPY" -m pip install -q playwright
 fi
