@@ -1,8 +1,11 @@
-"""The main demo: vanilla vs AI-T2I from the same seed, through ComfyUI's executor.
+"""The main demo: vanilla vs AI-T2I from the same seeds, through ComfyUI's executor.
 
-Writes to out/demo/: the side-by-side images, the per-subject attention maps and the
-loss per guided step. Uses the embedded tiny model when its weights are in models/,
-otherwise a full-size SD1.5 architecture with random weights (plumbing only).
+Writes to out/demo/: the images (vanilla's batch first), the per-subject attention maps
+and the loss per guided step. On the embedded tiny model it samples a batch of --batch
+seeds, scores every image with the ShapesBench evaluator, names a seed where vanilla
+neglects a subject and AI-T2I draws every subject (when the batch has one), and prints the
+benchmark's rates beside it, so one picture is not mistaken for the average. Without the
+embedded model it runs a full-size SD1.5 architecture with random weights (plumbing only).
 
     .venv/bin/python tools/demo.py [--prompt ...] [--subjects ...] [--seed N]
 """
@@ -24,7 +27,8 @@ def main():
     ap.add_argument("--prompt", default=None)
     ap.add_argument("--subjects", default=None)
     ap.add_argument("--attributes", default="")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="noise seed of the batch (ShapesBench's is 0)")
+    ap.add_argument("--batch", type=int, default=8, help="images per method (the embedded model only)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "out" / "demo"))
     args = ap.parse_args()
@@ -41,6 +45,7 @@ def main():
         prompt = args.prompt or "a red circle and a blue square"
         subjects = args.subjects or "circle, square"
         steps = args.steps or 20
+        batch = args.batch
         print(f"model: embedded tiny shapes model ({TINY.name})")
     else:
         from tools import random_models
@@ -55,18 +60,69 @@ def main():
         prompt = args.prompt or "a cat and a dog"
         subjects = args.subjects or "cat, dog"
         steps = args.steps or 10
+        batch = 1
         print("model: SD1.5 architecture with RANDOM weights (the embedded model is not in models/): "
               "images are noise, the run shows the plumbing only")
 
+    cfg = 5.0 if TINY.exists() else 7.5  # the embedded model is trained and benchmarked at cfg 5
     outputs = host.run(comparison_graph(source, prompt, subjects, args.attributes, seed=args.seed, steps=steps,
-                                        size=size, prefix="compare"))
+                                        cfg=cfg, size=size, prefix="compare", batch=batch))
     log = outputs["6"]["text"][0]
     (out / "loss_log.txt").write_text(log + "\n")
-    print(f"prompt: {prompt!r} subjects: {subjects!r} seed: {args.seed} steps: {steps}")
+    print(f"prompt: {prompt!r} subjects: {subjects!r} seed: {args.seed} batch: {batch} steps: {steps} cfg: {cfg}")
     print(log)
+    if TINY.exists():
+        report_scores(out, prompt, subjects, batch)
     for f in sorted(out.glob("*.png")):
         print("wrote", f.relative_to(ROOT) if f.is_relative_to(ROOT) else f)
     print("wrote", (out / "loss_log.txt").relative_to(ROOT) if out.is_relative_to(ROOT) else out / "loss_log.txt")
+
+
+def report_scores(out: pathlib.Path, prompt: str, subjects: str, batch: int) -> None:
+    """Score the batch (vanilla's images first, then AI-T2I's), name a seed where vanilla
+    neglects a subject and AI-T2I draws every one, and print the benchmark's rates."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.shapesbench.evaluate import PromptSpec, score, summarize
+    from benchmarks.shapesbench.scenes import COLORS
+
+    words = prompt.lower().split()
+    spec = PromptSpec(prompt, tuple((s, words[words.index(s) - 1] if s in words and words.index(s) > 0 and
+                                     words[words.index(s) - 1] in COLORS else None)
+                                    for s in (w.strip() for w in subjects.split(","))))
+    files = sorted(f for f in out.glob("compare_*.png") if not f.name.startswith("compare_maps"))
+    scores = [score(np.asarray(Image.open(f).convert("RGB")), spec) for f in files]
+    vanilla, guided = scores[:batch], scores[batch:2 * batch]
+    print("per seed (batch index): vanilla | AI-T2I (objects the evaluator found)")
+    chosen = None
+    for i, (v, g) in enumerate(zip(vanilla, guided)):
+        mark = ""
+        if v["missing"] and g["present"] and chosen is None:
+            chosen, mark = i, "   <- vanilla neglects " + ", ".join(v["missing"]) + ", AI-T2I draws every subject"
+        print(f"  {i}: {', '.join(v['detected']) or '(nothing)'} | {', '.join(g['detected']) or '(nothing)'}{mark}")
+    if chosen is None:
+        print("  no seed of this batch where vanilla neglects a subject and AI-T2I keeps both")
+    else:
+        for name, f in (("vanilla", files[chosen]), ("ai_t2i", files[batch + chosen])):
+            (out / f"seed{chosen}_{name}.png").write_bytes(f.read_bytes())
+        print(f"  wrote seed{chosen}_vanilla.png and seed{chosen}_ai_t2i.png; their heatmaps are in the maps image")
+    for label, sel in (("this batch", None), ("ShapesBench", "results/shapesbench/results.jsonl")):
+        if sel is None:
+            rates = {m: summarize(s) for m, s in (("vanilla", vanilla), ("ai_t2i", guided))}
+            n = batch
+        else:
+            path = ROOT / sel
+            if not path.exists():
+                continue
+            rows = [json.loads(line) for line in path.open()]
+            rates = {m: summarize([r for r in rows if r["method"] == m]) for m in ("vanilla", "ai_t2i")}
+            n = sum(r["method"] == "vanilla" for r in rows)
+            label = f"ShapesBench ({n} images per method, 34 prompts, layers down+up; {sel})"
+        print(f"{label}: " + "; ".join(
+            f"{m} every subject present {r['present'][0]:.2f}, correct {r['correct'][0]:.2f}" for m, r in rates.items()))
 
 
 if __name__ == "__main__":

@@ -45,14 +45,14 @@ def custom_sampling_graph(source: dict, prompt: str, subjects: str, attributes: 
 def ksampler_graph(source: dict, prompt: str, subjects: str, attributes: str = "", seed: int = 0,
                    steps: int = 20, cfg: float = 7.5, size: int = 512, sampler: str = "euler",
                    scheduler: str = "normal", method: str = "AI-T2I", prefix: str = "ai_t2i",
-                   strength: float = 1.0) -> dict:
+                   strength: float = 1.0, batch: int = 1) -> dict:
     """The one-node form: subject prompt -> KSampler (AI-T2I) -> decode, save; also saves its maps.
     (Ids 5, 7 and 9 are left for the vanilla branch that comparison_graph adds.)"""
     g = model_source(source)
     g.update({
         "2": _n("AIT2ISubjectPrompt", clip=["1", 1], text=prompt, subjects=subjects, attributes=attributes),
         "3": _n("CLIPTextEncode", clip=["1", 1], text=""),
-        "4": _n("EmptyLatentImage", width=size, height=size, batch_size=1),
+        "4": _n("EmptyLatentImage", width=size, height=size, batch_size=batch),
         "6": _n("AIT2IKSampler", model=["1", 0], seed=seed, steps=steps, cfg=cfg, sampler_name=sampler,
                 scheduler=scheduler, positive=["2", 0], negative=["3", 0], latent_image=["4", 0], denoise=1.0,
                 method=method, strength=strength, start_percent=0.0, end_percent=0.5),
@@ -66,10 +66,11 @@ def ksampler_graph(source: dict, prompt: str, subjects: str, attributes: str = "
 def comparison_graph(source: dict, prompt: str, subjects: str, attributes: str = "", seed: int = 0,
                      steps: int = 20, cfg: float = 7.5, size: int = 512, sampler: str = "euler",
                      scheduler: str = "normal", method: str = "AI-T2I", prefix: str = "compare",
-                     strength: float = 1.0) -> dict:
-    """Vanilla KSampler and KSampler (AI-T2I) from the same seed, side by side (vanilla first)."""
+                     strength: float = 1.0, batch: int = 1) -> dict:
+    """Vanilla KSampler and KSampler (AI-T2I) from the same seed, side by side (vanilla's batch first)."""
     g = ksampler_graph(source, prompt, subjects, attributes, seed=seed, steps=steps, cfg=cfg, size=size,
-                       sampler=sampler, scheduler=scheduler, method=method, prefix=prefix, strength=strength)
+                       sampler=sampler, scheduler=scheduler, method=method, prefix=prefix, strength=strength,
+                       batch=batch)
     guided = g["6"]["inputs"]
     g["5"] = _n("KSampler", **{k: v for k, v in guided.items() if k not in GUIDANCE_WIDGETS})
     g["7"] = _n("VAEDecode", samples=["5", 0], vae=["1", 2])
