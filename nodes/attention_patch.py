@@ -6,8 +6,8 @@ from .host.attention import PATCH_KEY, install_hooks
 
 class AIT2IAttentionPatch:
     DESCRIPTION = ("Hooks cross-attention so the AI-T2I sampler can read each subject's attention map. Outside the "
-                   "guidance pass the host's fast attention runs unchanged. Connect it after LoRA loaders and after "
-                   "other attention patches (IPAdapter and the like): it wraps them instead of replacing them.")
+                   "guidance pass the host's fast attention runs unchanged. Other attention patches (IPAdapter and the "
+                   "like) compose in either order: it wraps those before it, and the guidance pass wraps those after.")
     CATEGORY = "model_patches/AI-T2I"
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("A patched copy of the model; the input model is left as it was.",)

@@ -113,8 +113,3 @@ def install_hooks(model_patcher):
 
 def installed_layers(model_options) -> tuple[Layer, ...] | None:
     return model_options.get(PATCH_KEY)
-
-
-def hook_chain(model_options) -> dict:
-    """key -> the patch now in that slot (to check which hooks were displaced)."""
-    return model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})

@@ -24,8 +24,7 @@ import comfy.utils
 from ...ai_t2i_attention import (LOSSES, AttentionRecorder, GuidanceSchedule, Preset, StepReport, TokenGroups,
                                  guided_update, subject_maps)
 from ...ai_t2i_attention.layers import Layer, LayerChoiceError, choose_layers, describe_layers
-from .attention import (RECORDER_KEY, CrossAttentionHook, StopGuidanceForward, differentiable_attention, hook_chain,
-                        installed_layers)
+from .attention import RECORDER_KEY, CrossAttentionHook, StopGuidanceForward, differentiable_attention, installed_layers
 from .gradients import make_grad_capable
 from .unet_work import unet_work, work_until
 
@@ -132,10 +131,24 @@ def _detach_skip(h, transformer_options):
 
 
 def guidance_model_options(model_options: dict, recorder: AttentionRecorder, fused_attention: bool = True) -> dict:
-    """A copy of model_options for the guidance pass: the recorder, the skip copy, and
-    (fused_attention) the attention kernel with a cheap backward."""
+    """A copy of model_options for the guidance pass: the recorder, the skip copy, the
+    AI-T2I hook on every layer the recorder wants, and (fused_attention) the attention
+    kernel with a cheap backward.
+
+    Where another pack's attn2 patch took one of those slots after 'AI-T2I Attention Patch'
+    (IPAdapter-style packs put their patch in the same slots), this pass wraps that patch in
+    a hook of its own, so both run, in the copy only: every other pass keeps the model's
+    options as they are."""
     mo = dict(model_options)
     to = dict(mo.get("transformer_options", {}))
+    replace = dict(to.get("patches_replace", {}))
+    attn2 = dict(replace.get("attn2", {}))
+    displaced = [key for key in recorder.wanted if not isinstance(attn2.get(key), CrossAttentionHook)]
+    for key in displaced:
+        attn2[key] = CrossAttentionHook(key, attn2.get(key) or attn2.get(key[:2]))
+    if displaced:
+        replace["attn2"] = attn2
+        to["patches_replace"] = replace
     patches = {k: list(v) for k, v in to.get("patches", {}).items()}
     patches.setdefault("input_block_patch_after_skip", []).append(_detach_skip)
     to["patches"] = patches
@@ -211,12 +224,6 @@ class GuidedRun:
         self.layout, self.weights = entry_layout(self.entry, self.settings.preset)
         self.regions: Optional[torch.Tensor] = None  # (B, S, h, w) at the map size, made once
         self.all_layers = layers
-        chain = hook_chain(mo)
-        displaced = [l.key for l in layers if not isinstance(chain.get(l.key), CrossAttentionHook)]
-        if displaced:
-            raise GuidanceError(f"another attention patch replaced the AI-T2I hook on {len(displaced)} layers "
-                                f"(e.g. {displaced[0]}): connect 'AI-T2I Attention Patch' after (downstream of) "
-                                "other attention patches such as IPAdapter")
         make_grad_capable(self.guider.inner_model.diffusion_model)
         for module in control_modules(self.entry):
             make_grad_capable(module)

@@ -1,6 +1,7 @@
 """The cross-attention hook on real host UNets (SD1.5 and SDXL topologies)."""
 from importlib import import_module
 
+import pytest
 import torch
 
 import comfy.samplers
@@ -93,15 +94,35 @@ def test_existing_attn2_patch_still_runs(pack, sd15_small):
     assert len(sampler.last_run.reports) == 1
 
 
-def test_patch_applied_after_displaces_hook_gives_clear_error(pack, sd15_small):
-    import pytest
-    model, clip = sd15_small
-    m = patch(pack, model)
-    m = m.clone()
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_ipadapter_style_patch_composes_in_either_order(pack, sd15_small, order):
+    """Another pack's attn2 replace (IPAdapter-style: it adds to the attention output) on a
+    layer the loss reads, put before or after 'AI-T2I Attention Patch': both run, in the
+    guidance pass and in the ordinary ones, the run is guided and the image finite."""
     from comfy.ldm.modules.attention import optimized_attention
-    m.set_model_attn2_replace(lambda q, k, v, o: optimized_attention(q, k, v, o["n_heads"]), "input", 7, 0)
-    with pytest.raises(Exception, match="downstream of"):
-        run(m, guided_sampler(pack), encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip), size=32, steps=2)
+    model, clip = sd15_small
+    calls = []
+
+    def other_pack_patch(q, k, v, extra_options):
+        calls.append(q.requires_grad)
+        out = optimized_attention(q, k, v, extra_options["n_heads"])
+        return out + 0.1 * out.tanh()
+
+    def with_other(m):
+        m = m.clone()
+        m.set_model_attn2_replace(other_pack_patch, "input", 7, 0)
+        return m
+
+    m = patch(pack, with_other(model)) if order == "before" else with_other(patch(pack, model))
+    sampler = guided_sampler(pack, level="1/4", layers="down+up")
+    out = run(m, sampler, encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip), size=32, steps=2)
+    assert torch.isfinite(out).all()
+    assert len(sampler.last_run.reports) == 1 and not sampler.last_run.reports[0].skipped
+    assert "input 7" in sampler.last_run.layers
+    assert True in calls and False in calls  # in the guidance pass (with gradients) and in the plain ones
+    base = run(with_other(model), comfy.samplers.sampler_object("euler"), encode(pack, clip, "a cat and a dog",
+               "cat, dog"), plain(clip), size=32, steps=2)
+    assert not torch.allclose(out, base)  # guided
 
 
 def test_prompt_over_77_tokens(pack, sd15_small):
