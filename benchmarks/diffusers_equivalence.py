@@ -90,7 +90,6 @@ def ae_settings(steps: int) -> dict:
 
 def run_diffusers(parts, noise, size, steps, cfg, guided: bool):
     """(latents entering each step's prediction, [(loss, latent after update)], result)."""
-    import torch
     from diffusers import StableDiffusionAttendAndExcitePipeline, StableDiffusionPipeline
 
     cls = StableDiffusionAttendAndExcitePipeline if guided else StableDiffusionPipeline

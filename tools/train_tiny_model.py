@@ -307,7 +307,7 @@ def train_vae(args, tm, cfg, device):
         return
     batch, crop = args.vae_batch, args.vae_crop
     source = ExampleSource(args.seed + 1, args.workers, batch)
-    t_start, t_ckpt, run_loss, run_n, run_ground = time.time(), time.time(), 0.0, 0, 0.0
+    t_start, t_ckpt, run_loss, run_n = time.time(), time.time(), 0.0, 0
     taesd.train()
     try:
         while elapsed < budget:

@@ -57,7 +57,6 @@ class Probe:
     """Attention maps of one model at chosen layers, for latents at a given sigma."""
 
     def __init__(self, model_path: str | None, layer_set: str):
-        import torch  # noqa: F401
         self.tiny = _pack_module("nodes.host.tiny_model")
         self.attention = _pack_module("nodes.host.attention")
         self.sampling = _pack_module("nodes.host.sampling")
@@ -138,7 +137,7 @@ def own_images(probe, cases, seed: int):
     import torch
     import comfy.sample
     import comfy.samplers
-    from benchmarks.shapesbench.evaluate import PromptSpec, _assign, detect
+    from benchmarks.shapesbench.evaluate import _assign, detect
 
     out = []
     for k, (_, caption, subjects) in enumerate(cases):

@@ -68,8 +68,6 @@ def test_sdxl_guided_run(pack, sdxl_small):
 
 
 def test_auto_level_picks_16x16(pack, sd15_small):
-    from importlib import import_module
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
     layers = tuple(_layers(pack, sd15_small[0]))
     for latent, side in ((64, 16), (32, 16), (16, 16), (96, 24)):
         chosen = layers_mod(pack).choose_layers(layers, (latent, latent), "auto", "down+up")
