@@ -152,3 +152,30 @@ def test_guidance_pass_uses_the_fused_attention_kernel(pack):
     assert fused["transformer_options"]["optimized_attention_override"] is sampling.differentiable_attention
     assert host["transformer_options"]["optimized_attention_override"] is other
     assert options["transformer_options"]["optimized_attention_override"] is other  # the model's own is untouched
+
+
+def test_update_moves_the_unet_input_as_the_reference_does(pack):
+    """The step is taken on the UNet's input z = c_in * x, c_in read from the host's own
+    model sampling: 1/sqrt(1 + sigma^2) for eps and v models (SD1.x/SDXL, SD2.x-v), 1 for
+    flow matching (SD3, Flux). A step alpha * dL/dz on z is alpha * dL/dx / c_in^2 on x."""
+    from importlib import import_module
+
+    import comfy.model_sampling as ms
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+
+    class Settings:
+        sampling_settings = {}
+
+    sigma = torch.tensor([14.6, 1.0, 0.1])
+    x = torch.randn(3, 4, 8, 8)
+    for kind in (ms.EPS, ms.V_PREDICTION):
+        cls = type("M", (ms.ModelSamplingDiscrete, kind), {})
+        c_in = sampling.unet_input_scale(cls(Settings()), sigma, x)
+        torch.testing.assert_close(c_in.flatten(), 1 / torch.sqrt(1 + sigma ** 2))
+    flow = type("F", (ms.ModelSamplingDiscreteFlow, ms.CONST), {})(Settings())
+    torch.testing.assert_close(sampling.unet_input_scale(flow, sigma, x).flatten(), torch.ones(3))
+    with torch.inference_mode():  # the host runs nodes under inference mode; the scale must still carry grad
+        c_in = sampling.unet_input_scale(cls(Settings()), sigma.clone(), x.clone())
+    z = (x * c_in).requires_grad_(True)
+    (z / c_in).sum().backward()
+    torch.testing.assert_close(z.grad, (1 / c_in).expand_as(x))
