@@ -1,0 +1,53 @@
+"""The grounding metrics on hand-made maps: they read what they claim to read."""
+import pathlib
+import sys
+
+sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
+
+import numpy as np
+import pytest
+import torch
+
+from ai_t2i_attention import TokenGroups
+from benchmarks.shapesbench.grounding import _aggregate, measure
+
+T = 77
+TEXT = tuple(range(1, 8))  # "a red circle and a blue square" -> columns 1..7
+GROUPS = TokenGroups(((3,), (7,)))
+
+
+def _masks():
+    m = np.zeros((2, 128, 128), bool)
+    m[0, 16:48, 16:48] = True  # subject 0 top-left
+    m[1, 80:112, 80:112] = True  # subject 1 bottom-right
+    return m
+
+
+def _avg(grounded: bool):
+    """(1, 16, 16, T) probabilities: start 0.1, padding 0.6, words 0.3 shared evenly, and
+    (grounded) the subjects' columns high on their own object only."""
+    a = torch.zeros(1, 16, 16, T, dtype=torch.float64)
+    a[..., 0] = 0.1
+    a[..., 8:] = 0.6 / (T - 8)
+    a[..., 1:8] = 0.3 / 7
+    if grounded:
+        a[0, 2:6, 2:6, 3] += 1.0
+        a[0, 10:14, 10:14, 7] += 1.0
+    return a / a.sum(-1, keepdim=True)
+
+
+def test_shares_sum_to_one_and_split_as_built():
+    m = measure(_avg(False), GROUPS, TEXT, _masks())
+    s = m["share"]
+    assert s["start"] + s["words"] + s["end+padding"] == pytest.approx(1.0)
+    assert s["start"] == pytest.approx(0.1) and s["words"] == pytest.approx(0.3)
+
+
+def test_grounded_maps_point_and_separate_ungrounded_do_not():
+    good = measure(_avg(True), GROUPS, TEXT, _masks())
+    assert good["pointing"] == [True, True]
+    assert min(good["ratio"]) > 3 and good["cosine"] < 0.5
+    flat = measure(_avg(False), GROUPS, TEXT, _masks())
+    assert flat["ratio"] == pytest.approx([1.0, 1.0]) and flat["cosine"] == pytest.approx(1.0)
+    agg = _aggregate([good, flat])
+    assert agg["n"] == 2 and agg["pointing"] == pytest.approx((2 + flat["pointing"].count(True)) / 4)
