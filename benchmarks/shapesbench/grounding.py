@@ -56,7 +56,7 @@ def scenes_and_captions(n: int, seed: int):
 class Probe:
     """Attention maps of one model at chosen layers, for latents at a given sigma."""
 
-    def __init__(self, model_path: str | None, layer_set: str):
+    def __init__(self, model_path: str | None):
         self.tiny = _pack_module("nodes.host.tiny_model")
         self.attention = _pack_module("nodes.host.attention")
         self.sampling = _pack_module("nodes.host.sampling")
@@ -67,8 +67,7 @@ class Probe:
         self.policy = _pack_module("ai_t2i_attention.layers")
         self.model, self.clip, self.vae = self.tiny.load_tiny_model(model_path)
         self.patched = self.attention.install_hooks(self.model)
-        self.layer_set = layer_set
-        self.layers = None
+        self.layers: dict = {}  # layer set -> the layers it reads (for this model's latent size)
 
     def groups(self, caption: str, subjects: list[str]):
         prompt, tokenize_word, _ = self.tokens.tokenization(self.clip, caption)
@@ -83,19 +82,22 @@ class Probe:
         img = torch.from_numpy(image_u8).float()[None] / 255.0
         return self.patched.model.process_latent_in(self.vae.encode(img))
 
-    def maps(self, x0, cond, t: int, noise):
-        """(1, h, w, T) averaged probabilities at timestep t for clean latent x0."""
+    def layers_of(self, layer_set: str, hw: tuple[int, int]) -> list:
+        if layer_set not in self.layers:
+            work = self.unet_work.unet_work(self.patched.model.diffusion_model, hw)
+            share = lambda ls: self.unet_work.work_until(work, [l.key for l in ls])  # noqa: E731
+            self.layers[layer_set] = self.policy.choose_layers(
+                self.attention.installed_layers(self.patched.model_options), hw, "auto", layer_set, share)
+        return self.layers[layer_set]
+
+    def maps(self, x0, cond, t: int, noise, layer_set: str):
+        """(1, h, w, T) averaged probabilities of `layer_set` at timestep t for clean latent x0."""
         import torch
         import comfy.model_management
         ms = self.patched.get_model_object("model_sampling")
         sigma = ms.sigmas[t].reshape(1)
-        hw = tuple(x0.shape[-2:])
-        if self.layers is None:
-            work = self.unet_work.unet_work(self.patched.model.diffusion_model, hw)
-            share = lambda ls: self.unet_work.work_until(work, [l.key for l in ls])  # noqa: E731
-            self.layers = self.policy.choose_layers(self.attention.installed_layers(self.patched.model_options), hw,
-                                                      "auto", self.layer_set, share)
-        recorder = self.recorders.AttentionRecorder(frozenset(l.key for l in self.layers))
+        layers = self.layers_of(layer_set, tuple(x0.shape[-2:]))
+        recorder = self.recorders.AttentionRecorder(frozenset(l.key for l in layers))
         mo = self.sampling.guidance_model_options(self.patched.model_options, recorder)
         comfy.model_management.load_models_gpu([self.patched])
         x = x0 + sigma.reshape(1, 1, 1, 1) * noise
@@ -161,28 +163,27 @@ def run(model_path, layer_sets, n_scenes, seed):
     from benchmarks.shapesbench import scenes
 
     cases = scenes_and_captions(n_scenes, seed)
-    report, generated = {}, None
-    for layer_set in layer_sets:
-        probe = Probe(model_path, layer_set)
-        rows = {}
-        generated = generated or own_images(probe, cases, seed)
-        for kind in ("renders", "own images"):
-            for t in TIMESTEPS:
-                acc = []
-                for k, (scene, caption, subjects) in enumerate(cases):
-                    if kind == "renders":
-                        image, masks = scenes.render(scene)
-                    elif generated[k] is None:
-                        continue
-                    else:
-                        image, masks = generated[k]
-                    groups, text_cols = probe.groups(caption, [s for s, _ in subjects])
-                    x0 = probe.latent(image)
-                    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed * 1000 + k))
-                    acc.append(measure(probe.maps(x0, probe.cond(caption), t, noise), groups, text_cols, masks))
-                rows[(kind, t)] = _aggregate(acc)
-        report[layer_set] = {"layers": probe.policy.describe_layers(probe.layers), "rows": rows}
-    return report
+    probe = Probe(model_path)
+    generated = own_images(probe, cases, seed)
+    acc = {(ls, kind, t): [] for ls in layer_sets for kind in ("renders", "own images") for t in TIMESTEPS}
+    for kind in ("renders", "own images"):
+        for k, (scene, caption, subjects) in enumerate(cases):
+            if kind == "renders":
+                image, masks = scenes.render(scene)
+            elif generated[k] is None:
+                continue
+            else:
+                image, masks = generated[k]
+            groups, text_cols = probe.groups(caption, [s for s, _ in subjects])
+            x0, cond = probe.latent(image), probe.cond(caption)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed * 1000 + k))
+            for ls in layer_sets:
+                for t in TIMESTEPS:
+                    acc[(ls, kind, t)].append(measure(probe.maps(x0, cond, t, noise, ls), groups, text_cols, masks))
+    return {ls: {"layers": probe.policy.describe_layers(probe.layers[ls]),
+                 "rows": {(kind, t): _aggregate(acc[(ls, kind, t)]) for kind in ("renders", "own images")
+                          for t in TIMESTEPS}}
+            for ls in layer_sets}
 
 
 def _aggregate(acc):
