@@ -514,21 +514,39 @@ def grounding_patches(unet, store: list, tokens_at: int) -> dict:
     return {"patches_replace": {"attn2": {key: patch for key in keys}}}
 
 
-def grounding_loss(probs: torch.Tensor, masks: list, cols: list, use: torch.Tensor) -> torch.Tensor:
-    """TokenCompose-style token loss: 1 - (share of each object word's attention inside its
-    object), averaged over the objects of the examples in `use`.
+def grounding_loss(layers: list, masks: list, cols: list, use: torch.Tensor, floor: float = 0.2) -> dict:
+    """Grounding terms, each averaged over the 16x16 layers (so every layer the guidance may
+    read is grounded, not only their mean) and over the objects of the examples in ``use``.
 
-    probs: (B, N, T) layer-averaged probabilities at the latent resolution; masks[b]: (n, N)
-    object coverage; cols[b]: per object, the context columns of its words.
+    layers: per layer (B, N, T) head-averaged probabilities at the latent resolution;
+    masks[b]: (n, N) object coverage; cols[b]: per object, the context columns of its words.
+
+    * ``token``: 1 - share of each object word's map inside its object (TokenCompose's token
+      loss). Alone it can be met by starving the words (attempt 1): their maps keep the
+      objects' shape while their share of attention falls towards zero.
+    * ``share``: how far the object's words' share of attention, averaged over its pixels,
+      falls below ``floor``: a pixel of an object must read that object's words.
+    * ``separate``: on each object's pixels, -log of its own words' part of all objects' word
+      attention: the two subjects' maps must differ where the objects are (none with one object).
     """
-    terms = []
-    for b in torch.nonzero(use).flatten().tolist():
-        for m, c in zip(masks[b], cols[b]):
-            if not c:
+    token, share, separate = [], [], []
+    for probs in layers:
+        for b in torch.nonzero(use).flatten().tolist():
+            objects = [(m, list(c)) for m, c in zip(masks[b], cols[b]) if c]
+            if not objects:
                 continue
-            a = probs[b][:, list(c)].mean(dim=-1)  # (N,)
-            terms.append(1.0 - (a * m).sum() / a.sum().clamp_min(1e-8))
-    return torch.stack(terms).mean() if terms else probs.sum() * 0.0
+            a = torch.stack([probs[b][:, c].mean(dim=-1) for _, c in objects])  # (n, N) mean word map
+            s = torch.stack([probs[b][:, c].sum(dim=-1) for _, c in objects])  # (n, N) words' share
+            m = torch.stack([m.to(probs) for m, _ in objects])  # (n, N)
+            token.append(1.0 - (a * m).sum(-1) / a.sum(-1).clamp_min(1e-8))
+            inside = (s * m).sum(-1) / m.sum(-1).clamp_min(1e-8)
+            share.append((floor - inside).clamp_min(0.0) / floor)
+            if len(objects) > 1:
+                own = a / a.sum(0, keepdim=True).clamp_min(1e-8)  # (n, N)
+                separate.append(-((own.clamp_min(1e-6).log() * m).sum(-1) / m.sum(-1).clamp_min(1e-8)))
+    zero = layers[0].sum() * 0.0
+    mean = lambda xs: torch.cat(xs).mean() if xs else zero
+    return {"token": mean(token), "share": mean(share), "separate": mean(separate)}
 
 
 def word_columns(tokenizer, tokens: list, words: list) -> list:
@@ -661,7 +679,7 @@ def train_unet(args, tm, cfg, device):
     text.train(not args.freeze_text)
     store: list = []
     options = grounding_patches(unet, store, cfg.latent_size ** 2) if args.grounding_weight > 0 else {}
-    t_start, t_ckpt, run_loss, run_n, run_ground = time.time(), time.time(), 0.0, 0, 0.0
+    t_start, t_ckpt, run_loss, run_n, run_ground, run_terms = time.time(), time.time(), 0.0, 0, 0.0, {}
     try:
         if produced < args.batch:
             produce(max(args.batch, args.fresh) - produced)
@@ -704,10 +722,13 @@ def train_unet(args, tm, cfg, device):
                 per = per * torch.clamp(snr, max=args.min_snr) / snr
             loss = per.mean()
             if args.grounding_weight > 0:
-                probs = torch.stack(store).float().mean(dim=0)  # (B, N, T)
-                ground = grounding_loss(probs, [buf_mask[int(i)] for i in idx], [buf_cols[int(i)] for i in idx], ~drop)
+                terms = grounding_loss([p.float() for p in store], [buf_mask[int(i)] for i in idx],
+                                       [buf_cols[int(i)] for i in idx], ~drop, args.grounding_floor)
+                ground = sum(terms.values())
                 loss = loss + args.grounding_weight * ground
                 run_ground += ground.item()
+                for k, v in terms.items():
+                    run_terms[k] = run_terms.get(k, 0.0) + v.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -721,9 +742,10 @@ def train_unet(args, tm, cfg, device):
             t_start = now
             if step % args.log_every == 0:
                 history.append((step, elapsed, run_loss / run_n))
-                log(f"unet step {step} loss {run_loss / run_n:.4f} grounding {run_ground / run_n:.4f} "
+                parts = " ".join(f"{k} {v / run_n:.3f}" for k, v in run_terms.items())
+                log(f"unet step {step} loss {run_loss / run_n:.4f} grounding {run_ground / run_n:.4f} ({parts}) "
                     f"examples {produced} lr {opt.param_groups[0]['lr']:.2e} {elapsed / 60:.1f}/{budget / 60:.0f} min")
-                run_loss, run_n, run_ground = 0.0, 0, 0.0
+                run_loss, run_n, run_ground, run_terms = 0.0, 0, 0.0, {}
             if now - t_ckpt > 60 * args.ckpt_minutes:
                 save()
                 t_ckpt = now
@@ -767,7 +789,8 @@ def export(args, tm, cfg):
     if args.init_from:  # a fine-tuning run: how it differs from training from scratch
         cfg.notes.update({"init_from": os.path.basename(args.init_from), "freeze_text": args.freeze_text,
                           "padding_dropout": args.padding_dropout, "grounding_weight": args.grounding_weight,
-                          "mix": list(args.mix), "unet_lr": args.unet_lr})
+                          "mix": list(args.mix), "unet_lr": args.unet_lr,
+                          "grounding_floor": args.grounding_floor, "grounding_terms": "token+share+separate"})
     size = tm.save_tiny_model(args.export, cfg, unet, text, taesd)
     n = lambda m: sum(p.numel() for p in m.parameters())
     log(f"exported {args.export}: {size / 1e6:.2f} MB; params unet {n(unet)}, text {n(text)}, "
@@ -856,6 +879,10 @@ def main(argv=None):
                     help="share of captions whose end token and padding get the empty prompt's vectors")
     ap.add_argument("--grounding-weight", type=float, default=0.0,
                     help="weight of the token grounding loss (each object word's attention inside its object)")
+    ap.add_argument("--grounding-floor", type=float, default=0.2,
+                    help="share of an object's pixels' attention its words should at least get")
+    ap.add_argument("--content-free-end", action="store_true",
+                    help="the text encoder outputs zero at the end token and padding (TinyModelConfig.content_free_end)")
     ap.add_argument("--mix", type=lambda v: tuple(float(x) for x in v.split(",")), default=(),
                     help="data mix 'p_one,p_two' (default: scenes.TRAINING_MIX)")
     args = ap.parse_args(argv)
@@ -863,7 +890,7 @@ def main(argv=None):
     _setup_paths(args.device)
     torch.set_num_threads(args.threads)
     tm = _import_tiny_model()
-    cfg = tm.TinyModelConfig()
+    cfg = tm.TinyModelConfig(content_free_end=args.content_free_end)
     os.makedirs(args.work, exist_ok=True)
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     if device.type == "cuda":
@@ -872,7 +899,9 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     log(f"config {cfg.to_json()}")
     log(f"args {vars(args)}")
-    if args.stage in ("vae", "all"):
+    if args.stage == "vae" or (args.stage == "all" and not args.init_from):
+        # A fine-tune (--init-from) keeps the exported model's autoencoder: a fresh one
+        # would change the latent space the UNet was trained in.
         train_vae(args, tm, cfg, device)
     if args.stage in ("unet", "all"):
         train_unet(args, tm, cfg, device)

@@ -125,6 +125,14 @@ class TinyModelConfig:
     linear_end: float = 0.012
     timesteps: int = 1000
 
+    # True: the text encoder's output is zero at the end token and the padding, so the
+    # only content the UNet can read is in the word columns; the start token (which a
+    # causal encoder computes from itself alone) and the zeroed columns are content-free
+    # sinks, like Stable Diffusion's start token. False (files before this field): the
+    # end token and padding carry a summary of the whole caption, and a UNet trained on
+    # them can ignore the words, which leaves nothing word-grounded for guidance to read.
+    content_free_end: bool = False
+
     latent_scale_factor: float = 1.0
     latent_rgb_factors: Optional[list] = None
     latent_rgb_factors_bias: Optional[list] = None
@@ -261,7 +269,8 @@ class TinySDModelConfig(comfy.supported_models_base.BASE):
 
     def clip_target(self, state_dict={}):
         target = comfy.supported_models_base.ClipTarget(TinyTokenizer, TinyClipModel)
-        target.params = {"textmodel_json_config": self.tiny.text_config()}
+        target.params = {"textmodel_json_config": self.tiny.text_config(),
+                         "content_free_end": self.tiny.content_free_end}
         return target
 
     def process_clip_state_dict(self, state_dict):
@@ -288,22 +297,34 @@ class TinyTokenizer(comfy.sd1_clip.SD1Tokenizer):
 
 
 class TinyTextEncoder(comfy.sd1_clip.SDClipModel):
-    """``SDClipModel`` with the tiny config; SD1's "last" layer, unprojected pooling."""
+    """``SDClipModel`` with the tiny config; SD1's "last" layer, unprojected pooling.
 
-    def __init__(self, device="cpu", dtype=None, model_options={}, textmodel_json_config=None):
+    ``content_free_end`` (see :class:`TinyModelConfig`) uses the host's own masking:
+    with no "end" special token, ``SDClipModel.process_tokens`` masks from the first
+    end/pad token (49407) on, and ``zero_out_masked`` zeroes the output there. The
+    encoder's self-attention is causal, so the word columns are the same either way.
+    """
+
+    def __init__(self, device="cpu", dtype=None, model_options={}, textmodel_json_config=None,
+                 content_free_end=False):
         if textmodel_json_config is None:
             textmodel_json_config = TinyModelConfig().text_config()
+        masking = {}
+        if content_free_end:
+            masking = {"special_tokens": {"start": 49406, "pad": 49407}, "zero_out_masked": True}
         super().__init__(device=device, dtype=dtype, model_options=model_options,
                          textmodel_json_config=dict(textmodel_json_config), layer="last",
-                         return_projected_pooled=False)
+                         return_projected_pooled=False, **masking)
 
 
 class TinyClipModel(comfy.sd1_clip.SD1ClipModel):
     """SD1's wrapper (attribute ``clip_l``), so state-dict and LoRA keys are SD1's."""
 
-    def __init__(self, device="cpu", dtype=None, model_options={}, textmodel_json_config=None):
+    def __init__(self, device="cpu", dtype=None, model_options={}, textmodel_json_config=None,
+                 content_free_end=False):
         super().__init__(device=device, dtype=dtype, model_options=model_options, clip_name="l",
-                         clip_model=TinyTextEncoder, textmodel_json_config=textmodel_json_config)
+                         clip_model=TinyTextEncoder, textmodel_json_config=textmodel_json_config,
+                         content_free_end=content_free_end)
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +340,8 @@ def build_unet(cfg: TinyModelConfig, device=None, dtype=torch.float32, operation
 
 def build_text_model(cfg: TinyModelConfig, device="cpu", dtype=torch.float32) -> TinyClipModel:
     """The same ``TinyClipModel`` the CLIP object wraps (frozen, as the host builds it)."""
-    return TinyClipModel(device=device, dtype=dtype, textmodel_json_config=cfg.text_config())
+    return TinyClipModel(device=device, dtype=dtype, textmodel_json_config=cfg.text_config(),
+                         content_free_end=cfg.content_free_end)
 
 
 def build_tokenizer(cfg: TinyModelConfig) -> TinyTokenizer:
