@@ -1,4 +1,6 @@
-"""AI-T2I for ComfyUI: aggregating-and-isolating cross-attention guidance."""
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+"""AI-T2I for ComfyUI: aggregating-and-isolating cross-attention guidance.
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+The nodes use ComfyUI's V3 schema; the host calls ``comfy_entrypoint`` to register them."""
+from .nodes import comfy_entrypoint
+
+__all__ = ["comfy_entrypoint"]

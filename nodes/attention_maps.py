@@ -2,36 +2,42 @@
 from __future__ import annotations
 
 import torch
+from comfy_api.latest import io
 
 from ..ai_t2i_attention import parse_list
 from ..ai_t2i_attention.preview import heatmaps
 from .host.sampling import GuidedSampler
 
 
-class AIT2IAttentionMaps:
-    DESCRIPTION = ("Shows where each subject attended during the last run of an AI-T2I Guided Sampler: one heatmap "
-                   "per subject and image, optionally over the decoded image. With 'AI-T2I Record Maps After "
-                   "Guidance' between the Guided Sampler and SamplerCustom, each step shows the maps before and "
-                   "after its update.")
-    CATEGORY = "sampling/AI-T2I"
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("attention_maps", "loss_log")
-    OUTPUT_TOOLTIPS = ("Heatmaps in this order: for each chosen step, the maps before the update (then, if recorded, "
-                       "after it); within each, image by image, the subjects in the order typed. The node's text "
-                       "lists the order.", "The loss per guided step.")
-    FUNCTION = "render"
+class AIT2IAttentionMaps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AIT2IAttentionMaps",
+            display_name="AI-T2I Attention Maps",
+            category="sampling/AI-T2I",
+            description=("Shows where each subject attended during the last run of an AI-T2I Guided Sampler: one "
+                         "heatmap per subject and image, optionally over the decoded image. With 'AI-T2I Record "
+                         "Maps After Guidance' between the Guided Sampler and SamplerCustom, each step shows the maps "
+                         "before and after its update."),
+            inputs=[
+                io.Sampler.Input("sampler", tooltip="The 'AI-T2I Guided Sampler' that ran."),
+                io.Latent.Input("samples", tooltip="The sampler's output (ensures the maps are read after the run)."),
+                io.String.Input("steps", default="first, last", tooltip=(
+                    "Guided steps to show: 'first, last', 'all', or step numbers like '0, 5, 10'.")),
+                io.Image.Input("images", optional=True, tooltip="Decoded images to draw the heatmaps over."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="attention_maps", tooltip=(
+                    "Heatmaps in this order: for each chosen step, the maps before the update (then, if recorded, "
+                    "after it); within each, image by image, the subjects in the order typed. The node's text lists "
+                    "the order.")),
+                io.String.Output(display_name="loss_log", tooltip="The loss per guided step."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-                    "sampler": ("SAMPLER", {"tooltip": "The 'AI-T2I Guided Sampler' that ran."}),
-                    "samples": ("LATENT", {"tooltip": "The sampler's output (ensures the maps are read after the run)."}),
-                    "steps": ("STRING", {"default": "first, last", "tooltip":
-                        "Guided steps to show: 'first, last', 'all', or step numbers like '0, 5, 10'."}),
-                },
-                "optional": {"images": ("IMAGE", {"tooltip": "Decoded images to draw the heatmaps over."})}}
-
-    def render(self, sampler, samples, steps, images=None):
+    def execute(cls, sampler, samples, steps, images=None) -> io.NodeOutput:
         if not isinstance(sampler, GuidedSampler):
             raise ValueError("sampler is not an 'AI-T2I Guided Sampler': connect the same SAMPLER that SamplerCustom used")
         record = sampler.last_run
@@ -55,7 +61,7 @@ class AIT2IAttentionMaps:
             images = None
         tiles, legend = before_after_tiles(record, chosen, images)
         log_text = record.log_text()
-        return {"ui": {"text": [legend + "\n" + log_text]}, "result": (tiles, log_text)}
+        return io.NodeOutput(tiles, log_text, ui={"text": [legend + "\n" + log_text]})
 
 
 def before_after_tiles(record, steps: list[int], images=None) -> tuple[torch.Tensor, str]:

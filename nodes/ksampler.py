@@ -2,52 +2,61 @@
 from __future__ import annotations
 
 import comfy.samplers
+from comfy_api.latest import io
 
 from .attention_maps import before_after_tiles
 from .host.attention import PATCH_KEY, install_hooks
 from .host.sampling import sample_with_guidance
-from .options import ADVANCED_INPUTS, GUIDANCE_INPUTS, settings_from_inputs
+from .options import guidance_inputs, layers_input, settings_from_inputs
 
 
-class AIT2IKSampler:
-    DESCRIPTION = ("KSampler with AI-T2I guidance built in: patches the model if needed, guides the early steps, "
-                   "and returns the attention maps of the last guided step and the loss per guided step.")
-    CATEGORY = "sampling/AI-T2I"
-    RETURN_TYPES = ("LATENT", "IMAGE", "STRING")
-    RETURN_NAMES = ("LATENT", "attention_maps", "loss_log")
-    OUTPUT_TOOLTIPS = ("The denoised latent.",
-                       "One heatmap per subject (per image) at the first and last guided step.",
-                       "The loss terms at every guided step.")
-    FUNCTION = "sample"
+class AIT2IKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AIT2IKSampler",
+            display_name="KSampler (AI-T2I)",
+            category="sampling/AI-T2I",
+            description=("KSampler with AI-T2I guidance built in: patches the model if needed, guides the early "
+                         "steps, and returns the attention maps of the last guided step and the loss per guided "
+                         "step."),
+            inputs=[
+                io.Model.Input("model", tooltip=(
+                    "The model (patched here if it did not pass through 'AI-T2I Attention Patch').")),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="The random seed for the noise."),
+                io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Denoising steps."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS,
+                               tooltip="The sampling algorithm."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, tooltip="The noise schedule."),
+                io.Conditioning.Input("positive", tooltip="From 'AI-T2I Subject Prompt'."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt."),
+                io.Latent.Input("latent_image", tooltip="The latent to denoise."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="How much of the schedule to run (1.0 = from pure noise)."),
+                *guidance_inputs(),
+                layers_input(optional=True),
+            ],
+            outputs=[
+                io.Latent.Output(tooltip="The denoised latent."),
+                io.Image.Output(display_name="attention_maps", tooltip=(
+                    "One heatmap per subject (per image) at the first and last guided step.")),
+                io.String.Output(display_name="loss_log", tooltip="The loss terms at every guided step."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The model (patched here if it did not pass through 'AI-T2I Attention Patch')."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
-                             "tooltip": "The random seed for the noise."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 10000, "tooltip": "Denoising steps."}),
-            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "Classifier-free guidance scale."}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "The sampling algorithm."}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "The noise schedule."}),
-            "positive": ("CONDITIONING", {"tooltip": "From 'AI-T2I Subject Prompt'."}),
-            "negative": ("CONDITIONING", {"tooltip": "The negative prompt."}),
-            "latent_image": ("LATENT", {"tooltip": "The latent to denoise."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "How much of the schedule to run (1.0 = from pure noise)."}),
-            **GUIDANCE_INPUTS,
-        }, "optional": {"layers": ADVANCED_INPUTS["layers"]}}
-
-    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-               **options):
+    def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
+                **options) -> io.NodeOutput:
         if model.model_options.get(PATCH_KEY) is None:
             model = install_hooks(model)
         settings = settings_from_inputs(**options)
         latent, record = sample_with_guidance(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                               latent_image, denoise, settings)
         log_text = record.log_text()
-        return {"ui": {"text": [log_text]}, "result": (latent, maps_image(record), log_text)}
+        return io.NodeOutput(latent, maps_image(record), log_text, ui={"text": [log_text]})
 
 
 def maps_image(record):

@@ -3,46 +3,65 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from comfy_api.latest import io
+
 from ..ai_t2i_attention import PRESETS, GuidanceSchedule, preset_weights
 from ..ai_t2i_attention.layers import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS
 from .host.sampling import GuidanceError, GuidanceSettings
 
-GUIDANCE_INPUTS = {
-    "method": (list(PRESETS), {"default": "AI-T2I", "tooltip":
-        "Loss preset. AI-T2I: isolation + aggregation + presence + attribute alignment. The 'only' variants drop a "
-        "term (ablations). Baselines: Attend-and-Excite (presence only, iterative refinement); Divide & Bind "
-        "(total-variation attendance + JSD attribute binding, refinement); A-STAR (segregation of subjects' maps + "
-        "retention of the previous step's maps; the first guided step has no previous maps); CONFORM (contrastive "
-        "loss: attributes with their subject, subjects apart; with no attribute words only the previous step's "
-        "maps give it something to pull on)."}),
-    "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.05, "tooltip":
-        "Multiplies every update's step size. 0 turns guidance off: the output is then exactly the base sampler's."}),
-    "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-        "First guided step, as a fraction of the sampling steps."}),
-    "end_percent": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-        "Guidance stops at this fraction of the steps (the reference guides the first 25 of 50 steps: 0.5)."}),
-}
+METHOD_TOOLTIP = (
+    "Loss preset. AI-T2I: isolation + aggregation + presence + attribute alignment. The 'only' variants drop a "
+    "term (ablations). Baselines: Attend-and-Excite (presence only, iterative refinement); Divide & Bind "
+    "(total-variation attendance + JSD attribute binding, refinement); A-STAR (segregation of subjects' maps + "
+    "retention of the previous step's maps; the first guided step has no previous maps); CONFORM (contrastive "
+    "loss: attributes with their subject, subjects apart; with no attribute words only the previous step's "
+    "maps give it something to pull on).")
 
-ADVANCED_INPUTS = {
-    "scale_factor": ("FLOAT", {"default": 20.0, "min": 0.0, "max": 200.0, "step": 0.5, "tooltip":
-        "Base step size: step i moves the latent by scale_factor * sqrt(s_i) * gradient, s going 1.0 -> 0.5."}),
-    "isolation_metric": (["euclidean", "cosine"], {"default": "euclidean", "tooltip":
-        "How subjects' maps are pushed apart: distance of their centroids (reference) or 1 - cosine similarity."}),
-    "refinement": (["preset", "on", "off"], {"default": "preset", "tooltip":
-        "Iterative refinement at 0%, 20% and 40% of the steps (Attend-and-Excite): repeat the update (up to 20 times) "
-        "until the weakest subject is present enough. 'preset' uses the method's own choice (on for "
-        "Attend-and-Excite, Divide & Bind and CONFORM, off for AI-T2I as in its reference code). A-STAR has none."}),
-    "level": (list(LEVELS), {"default": "auto", "tooltip":
-        "Which attention resolution the loss reads, as a fraction of the latent size. auto: the one closest to "
-        "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px)."}),
-    "layers": (["auto", *LAYER_SETS], {"default": "auto", "tooltip":
-        "Which UNet blocks' cross-attention at that level is read. auto: down+up as the reference does, unless the "
-        f"guidance pass would then run more than {AUTO_WORK_BUDGET:.0%} of the UNet (SDXL, whose up-block maps "
-        "come after most of its work): then the down blocks only, so guidance stays near 1.35x the time of plain "
-        "sampling. With a ControlNet auto reads down+up (its residuals join on the up path). The run log names "
-        "the layers read. 'down' is the cheapest: the pass stops right after the down "
-        "blocks."}),
-}
+LAYERS_TOOLTIP = (
+    "Which UNet blocks' cross-attention at that level is read. auto: down+up as the reference does, unless the "
+    f"guidance pass would then run more than {AUTO_WORK_BUDGET:.0%} of the UNet (SDXL, whose up-block maps "
+    "come after most of its work): then the down blocks only, so guidance stays near 1.35x the time of plain "
+    "sampling. With a ControlNet auto reads down+up (its residuals join on the up path). The run log names "
+    "the layers read. 'down' is the cheapest: the pass stops right after the down blocks.")
+
+
+def guidance_inputs() -> list:
+    """The widgets every guided node has, in the order workflows save their values."""
+    return [
+        io.Combo.Input("method", options=list(PRESETS), default="AI-T2I", tooltip=METHOD_TOOLTIP),
+        io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.05, tooltip=(
+            "Multiplies every update's step size. 0 turns guidance off: the output is then exactly the base "
+            "sampler's.")),
+        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
+            "First guided step, as a fraction of the sampling steps.")),
+        io.Float.Input("end_percent", default=0.5, min=0.0, max=1.0, step=0.01, tooltip=(
+            "Guidance stops at this fraction of the steps (the reference guides the first 25 of 50 steps: 0.5).")),
+    ]
+
+
+def layers_input(optional: bool = False):
+    return io.Combo.Input("layers", options=["auto", *LAYER_SETS], default="auto", optional=optional,
+                          tooltip=LAYERS_TOOLTIP)
+
+
+def advanced_inputs() -> list:
+    """The guided sampler's further widgets (the one-node KSampler offers only ``layers``)."""
+    return [
+        io.Float.Input("scale_factor", default=20.0, min=0.0, max=200.0, step=0.5, tooltip=(
+            "Base step size: step i moves the latent by scale_factor * sqrt(s_i) * gradient, s going 1.0 -> 0.5.")),
+        io.Combo.Input("isolation_metric", options=["euclidean", "cosine"], default="euclidean", tooltip=(
+            "How subjects' maps are pushed apart: distance of their centroids (reference) or 1 - cosine "
+            "similarity.")),
+        io.Combo.Input("refinement", options=["preset", "on", "off"], default="preset", tooltip=(
+            "Iterative refinement at 0%, 20% and 40% of the steps (Attend-and-Excite): repeat the update (up to 20 "
+            "times) until the weakest subject is present enough. 'preset' uses the method's own choice (on for "
+            "Attend-and-Excite, Divide & Bind and CONFORM, off for AI-T2I as in its reference code). A-STAR has "
+            "none.")),
+        io.Combo.Input("level", options=list(LEVELS), default="auto", tooltip=(
+            "Which attention resolution the loss reads, as a fraction of the latent size. auto: the one closest to "
+            "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px).")),
+        layers_input(),
+    ]
 
 
 def settings_from_inputs(method: str, strength: float, start_percent: float, end_percent: float,

@@ -30,11 +30,6 @@ def pack():
 
 
 @pytest.fixture(scope="session")
-def nodes_map(pack):
-    return pack.NODE_CLASS_MAPPINGS
-
-
-@pytest.fixture(scope="session")
 def model_files():
     """Random SD1.5 checkpoint, LoRA and ControlNet files, registered in the host's folders.
 

@@ -4,8 +4,8 @@ import torch
 
 def encode_subjects(pack, clip, text, subjects, attributes=""):
     """(positive with subjects, empty negative) as the pack's node and CLIPTextEncode make them."""
-    node = pack.NODE_CLASS_MAPPINGS["AIT2ISubjectPrompt"]()
     with torch.inference_mode():
-        pos = node.encode(clip, text, subjects, attributes)[0]
+        pos = pack.nodes.AIT2ISubjectPrompt.execute(clip=clip, text=text, subjects=subjects,
+                                                    attributes=attributes).result[0]
         neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
     return pos, neg

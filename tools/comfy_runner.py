@@ -70,6 +70,7 @@ class Host:
             import nodes
         finally:
             sys.argv = argv
+        self.output_dir = output_dir
         if output_dir:
             folder_paths.set_output_directory(output_dir)
         for kind, path in (extra_model_dirs or {}).items():

@@ -22,9 +22,9 @@ def guided_sampler(pack, base="euler", **kw):
 
 
 def encode(pack, clip, text, subjects, attributes=""):
-    node = pack.NODE_CLASS_MAPPINGS["AIT2ISubjectPrompt"]()
     with torch.inference_mode():
-        return node.encode(clip, text, subjects, attributes)[0]
+        return pack.nodes.AIT2ISubjectPrompt.execute(clip=clip, text=text, subjects=subjects,
+                                                     attributes=attributes).result[0]
 
 
 def plain(clip, text=""):
@@ -34,7 +34,7 @@ def plain(clip, text=""):
 
 def patch(pack, model):
     with torch.inference_mode():
-        return pack.NODE_CLASS_MAPPINGS["AIT2IAttentionPatch"]().patch(model)[0]
+        return pack.nodes.AIT2IAttentionPatch.execute(model=model).result[0]
 
 
 def run(model, sampler, positive, negative, size=16, steps=4, seed=1, batch=1, sigmas=None, cfg=5.0):

@@ -7,7 +7,7 @@ from runner import encode, guided_sampler, patch, plain, run
 
 def _record_after(pack, sampler):
     with torch.inference_mode():
-        return pack.NODE_CLASS_MAPPINGS["AIT2IRecordMapsAfter"]().record(sampler)[0]
+        return pack.nodes.AIT2IRecordMapsAfter.execute(sampler=sampler).result[0]
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +59,14 @@ def test_before_and_after_maps(pack, prompt, moved):
 
 def test_maps_node_shows_before_and_after(pack, moved):
     sampler, samples = moved
-    node = pack.NODE_CLASS_MAPPINGS["AIT2IAttentionMaps"]()
     images = torch.rand(2, 48, 40, 3)
-    out = node.render(sampler, {"samples": samples}, "first, last", images)
-    tiles = out["result"][0]
+    out = pack.nodes.AIT2IAttentionMaps.execute(sampler=sampler, samples={"samples": samples}, steps="first, last",
+                                                images=images)
+    tiles = out.result[0]
     assert tiles.shape == (2 * 2 * 2 * 2, 48, 40, 3)  # steps x (before, after) x images x subjects
-    legend = out["ui"]["text"][0].splitlines()
+    legend = out.ui["text"][0].splitlines()
     assert legend[1].startswith("step 0 before") and legend[2].startswith("step 0 after")
     assert legend[3].startswith("step 1 before") and legend[1].endswith("image 1 cat, image 1 dog")
     assert not torch.equal(tiles[:4], tiles[4:8])  # before and after tiles come from different maps
     with pytest.raises(ValueError, match="Guided Sampler"):
-        pack.NODE_CLASS_MAPPINGS["AIT2IRecordMapsAfter"]().record(object())
+        pack.nodes.AIT2IRecordMapsAfter.execute(sampler=object())

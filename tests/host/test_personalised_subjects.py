@@ -113,7 +113,8 @@ def test_learned_embedding_through_the_loaders_embeddings_folder(pack, tmp_path,
     shutil.copy(src, tmp_path / "learned_shape.safetensors")
     folder_paths.add_model_folder_path("embeddings", str(tmp_path))
     with torch.inference_mode():
-        model, clip, _ = pack.NODE_CLASS_MAPPINGS["AIT2ITinyModelLoader"]().load("ai_t2i_tiny_shapes.safetensors")
+        model, clip, _ = pack.nodes.AIT2ITinyModelLoader.execute(
+            model_name="ai_t2i_tiny_shapes.safetensors").result
     pos = encode(pack, clip, "a red embedding:learned_shape and a blue circle", "embedding:learned_shape, circle")
     cols = pos[0][1]["ai_t2i_subjects"].groups.subjects[0]
     assert cols == (3, 4)  # start, a, red -> the embedding's two vectors
@@ -135,7 +136,8 @@ def test_learn_embedding_writes_a_host_loadable_file(pack, tmp_path):
     vectors = safetensors.torch.load_file(str(out))["emb_params"]
     assert vectors.shape == (2, 64) and torch.isfinite(vectors).all()
     with torch.inference_mode():
-        model, clip, _ = pack.NODE_CLASS_MAPPINGS["AIT2ITinyModelLoader"]().load("ai_t2i_tiny_shapes.safetensors")
+        model, clip, _ = pack.nodes.AIT2ITinyModelLoader.execute(
+            model_name="ai_t2i_tiny_shapes.safetensors").result
     tokens = clip.tokenizer.tokenize_with_weights("a embedding:few_steps", tokenizer_options={})
     assert not any(torch.is_tensor(t) for t, *_ in tokens["l"][0])  # not in the loader's folders yet
     clip.tokenizer.clip_l.embedding_directory = [str(tmp_path)]

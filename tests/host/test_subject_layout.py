@@ -18,13 +18,9 @@ def setup(pack, sd15_small):
     return patch(pack, model), encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip)
 
 
-def layout_node(pack):
-    return pack.NODE_CLASS_MAPPINGS["AIT2ISubjectLayout"]()
-
-
 def laid_out(pack, positive, boxes=BOXES, **kw):
     with torch.inference_mode():
-        return layout_node(pack).apply(positive, boxes, **kw)[0]
+        return pack.nodes.AIT2ISubjectLayout.execute(conditioning=positive, boxes=boxes, **kw).result[0]
 
 
 def test_node_attaches_regions(pack, setup):

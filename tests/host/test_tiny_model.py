@@ -138,13 +138,14 @@ def test_ksampler_layers_input(pack, tiny, layers, read):
     """KSampler (AI-T2I)'s optional layers input: left out, the layer set auto reads this model's
     down block only (its 16x16 up-block maps are its last layers); down+up reads the reference's set."""
     model, clip, _ = tiny
-    node = pack.NODE_CLASS_MAPPINGS["AIT2IKSampler"]()
-    prompt = pack.NODE_CLASS_MAPPINGS["AIT2ISubjectPrompt"]()
     with torch.inference_mode():
-        pos = prompt.encode(clip, "a red circle and a blue square", "circle, square")[0]
+        pos = pack.nodes.AIT2ISubjectPrompt.execute(clip=clip, text="a red circle and a blue square",
+                                                    subjects="circle, square").result[0]
         neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         extra = {"layers": layers} if layers else {}
-        out = node.sample(model, 0, 4, 5.0, "euler", "normal", pos, neg, {"samples": torch.zeros(1, 4, 16, 16)},
-                          1.0, method="AI-T2I", strength=1.0, start_percent=0.0, end_percent=0.5, **extra)
-    log_text = out["result"][2]
+        out = pack.nodes.AIT2IKSampler.execute(
+            model=model, seed=0, steps=4, cfg=5.0, sampler_name="euler", scheduler="normal", positive=pos,
+            negative=neg, latent_image={"samples": torch.zeros(1, 4, 16, 16)}, denoise=1.0, method="AI-T2I",
+            strength=1.0, start_percent=0.0, end_percent=0.5, **extra)
+    log_text = out.result[2]
     assert f"maps=(16, 16) from {read}" in log_text, log_text
