@@ -3,6 +3,7 @@
 Imports nothing from the host; everything here works on plain tensors.
 """
 from .guidance import RefinementTarget, StepReport, gradient_step, guided_update
+from .layout_terms import LayoutWeights
 from .losses import ATTEND_AND_EXCITE_REFINEMENT, LOSSES, PRESETS, LossWeights, Preset, Refinement, preset_weights
 from . import baselines  # registers Divide & Bind, A-STAR and CONFORM into LOSSES / PRESETS
 from .maps import AttentionRecorder, SubjectMaps, TokenGroups, attention_probabilities, gaussian_smooth, subject_maps
@@ -13,7 +14,7 @@ from .tokens import (MAX_SUBJECTS, PRECEDING, ResolvedSubjects, SubjectError, To
 
 __all__ = [
     "RefinementTarget", "Refinement", "StepReport", "gradient_step", "guided_update", "LOSSES", "PRESETS", "LossWeights", "Preset",
-    "preset_weights", "AttentionRecorder", "SubjectMaps", "TokenGroups", "attention_probabilities",
+    "preset_weights", "LayoutWeights", "AttentionRecorder", "SubjectMaps", "TokenGroups", "attention_probabilities",
     "gaussian_smooth", "subject_maps", "Regions", "centroid", "find_regions",
     "ATTEND_AND_EXCITE_REFINEMENT", "GuidanceSchedule", "MAX_SUBJECTS", "SubjectError",
     "ResolvedSubjects", "Tokenization", "parse_list", "parse_pairs", "resolve", "parse_attributes", "PRECEDING",

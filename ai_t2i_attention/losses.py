@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .layout import has_region, layout_inner_term, layout_outer_term, region_anchor
+from .layout_terms import LayoutWeights, has_region, layout_inner_term, layout_outer_term, region_anchor
 from .maps import SubjectMaps
 from .regions import centroid, find_regions
 
@@ -39,11 +39,17 @@ class LossWeights:
     radius: float = 5.0
     attribute_regions: int = 3
     attribute_radius: float = 6.0
-    # Layout (only when the maps carry regions, see layout.py): BoxDiff-style inner and
-    # outer terms, top-k over this fraction of a region's pixels.
-    layout_inner: float = 1.0
-    layout_outer: float = 1.0
-    layout_topk: float = 0.2
+    # The layout terms' (read only when the maps carry regions), see LayoutWeights.
+    layout: LayoutWeights = LayoutWeights()
+
+    # weighted_terms reads a term's weight as the attribute named like the term.
+    @property
+    def layout_inner(self) -> float:
+        return self.layout.inner
+
+    @property
+    def layout_outer(self) -> float:
+        return self.layout.outer
 
     def scaled_radius(self, radius: float, side: int) -> float:
         return radius * side / 16.0

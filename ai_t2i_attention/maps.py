@@ -121,7 +121,7 @@ class SubjectMaps:
     smoothed:  (B, S, H, W) token-renormalised (x100 softmax over text tokens), summed over
                the subject's tokens, Gaussian-smoothed: the presence term's maps.
     attribute: (B, P, H, W) raw maps of attribute words; attribute_of: (P,) subject index.
-    regions:   optional (B or 1, S, H, W) soft layout regions in [0, 1] (layout.py); an all-zero
+    regions:   optional (B or 1, S, H, W) soft layout regions in [0, 1] (layout_parse.py); an all-zero
                plane leaves that subject unconstrained. None: no layout.
     attribute_smoothed: optional (B, P, H, W) attribute maps made like `smoothed`
                (baselines.py reads them; None falls back to `attribute`).

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ai_t2i_attention.layout import BOX_EXAMPLE, LayoutError, SubjectLayout, check_mask, parse_boxes, subject_index
-from ..ai_t2i_attention.tokens import parse_list
+from ..ai_t2i_attention.layout_parse import BOX_EXAMPLE, LayoutError, SubjectLayout, assign_masks, parse_boxes
 from .host.sampling import LAYOUT_KEY, SUBJECTS_KEY
 
 MASK_SLOTS = 4
@@ -59,31 +58,9 @@ class AIT2ISubjectLayout(io.ComfyNode):
         subjects = tuple(carrying[0][1][SUBJECTS_KEY].subjects)
         size = (width, height) if width and height else None
         parsed = parse_boxes(boxes, subjects, size)
-        region_masks = [None] * len(subjects)
-        names = parse_list(mask_subjects)
-        slots = [(i, masks.get(f"mask_{i}")) for i in range(1, MASK_SLOTS + 1)]
-        connected = [(i, m) for i, m in slots if m is not None]
-        if names and len(names) < max((i for i, _ in connected), default=0):
-            raise LayoutError(f"mask_subjects names {len(names)} subjects but mask_{connected[-1][0]} is connected: "
-                              "name one subject per mask slot, in the order mask_1, mask_2, ...")
-        for i, mask in connected:
-            label = f"mask_{i}"
-            if names:
-                s = subject_index(names[i - 1], subjects, f"mask_subjects (for {label})")
-            elif i <= len(subjects):
-                s = i - 1
-            else:
-                raise LayoutError(f"{label} is connected but the prompt has only {len(subjects)} subjects: "
-                                  "disconnect it or name its subject in mask_subjects")
-            mask = check_mask(mask, f"{label} (for {subjects[s]!r})")
-            if size and tuple(mask.shape[-2:]) != (height, width):
-                raise LayoutError(f"{label} is {mask.shape[-1]}x{mask.shape[-2]} px but width x height is "
-                                  f"{width}x{height}: make the mask at the image's size")
-            if region_masks[s] is not None:
-                raise LayoutError(f"two masks are for {subjects[s]!r}: give one mask per subject")
-            region_masks[s] = mask
-        layout = SubjectLayout(subjects, tuple(parsed.get(s) for s in range(len(subjects))), tuple(region_masks),
-                               weight)
+        region_masks = assign_masks(subjects, {i: masks.get(f"mask_{i}") for i in range(1, MASK_SLOTS + 1)},
+                                    mask_subjects, size)
+        layout = SubjectLayout(subjects, tuple(parsed.get(s) for s in range(len(subjects))), region_masks, weight)
         out = []
         for c in conditioning:
             spec = c[1].get(SUBJECTS_KEY)

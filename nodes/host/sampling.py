@@ -111,7 +111,7 @@ def entry_layout(entry: dict, preset: Preset):
     if not preset.reads_regions:
         raise GuidanceError("this method ignores layout regions: choose an AI-T2I method, or bypass 'AI-T2I "
                             "Subject Layout'")
-    return layout, replace(w, layout_inner=w.layout_inner * layout.weight, layout_outer=w.layout_outer * layout.weight)
+    return layout, replace(w, layout=w.layout.scaled(layout.weight))
 
 
 def unet_input_scale(model_sampling, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

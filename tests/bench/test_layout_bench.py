@@ -1,7 +1,7 @@
 import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 import pytest
 
-from ai_t2i_attention.layout import parse_boxes
+from ai_t2i_attention.layout_parse import parse_boxes
 from benchmarks.shapesbench.layout import boxes_text, iou, target_boxes
 
 

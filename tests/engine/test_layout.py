@@ -1,11 +1,15 @@
 import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
+import re
+from dataclasses import replace
+
 import pytest
 import torch
 
 from ai_t2i_attention import LOSSES, LossWeights, SubjectMaps
-from ai_t2i_attention.layout import (Box, LayoutError, SubjectLayout, box_coverage, check_mask, fraction_inside,
-                                     layout_inner_term, layout_outer_term, mask_to_size, outside_regions, parse_boxes,
-                                     region_anchor, topk_mean)
+from ai_t2i_attention.layout_parse import (Box, LayoutError, SubjectLayout, assign_masks, box_coverage, check_mask,
+                                           mask_to_size, parse_boxes)
+from ai_t2i_attention.layout_terms import (LayoutWeights, fraction_inside, layout_inner_term, layout_outer_term,
+                                           outside_regions, region_anchor, topk_mean)
 from ai_t2i_attention.losses import aggregation_term
 from ai_t2i_attention.regions import pixel_grid
 
@@ -68,6 +72,65 @@ def test_masks_are_checked():
         check_mask(torch.stack([torch.ones(8, 8), torch.zeros(8, 8)]), "mask_2")
     with pytest.raises(LayoutError, match="shape"):
         check_mask(torch.ones(1, 1, 8, 8), "mask_1")
+
+
+# -- mask assignment ----------------------------------------------------------------------
+
+THREE = ("cat", "dog", "bird")
+
+
+def square(value=1.0, side=8):
+    return torch.full((1, side, side), value)
+
+
+def test_masks_go_to_the_subjects_in_slot_order_by_default():
+    got = assign_masks(THREE, {1: square(), 2: None, 3: torch.ones(8, 8, dtype=torch.float16)})
+    assert len(got) == 3 and got[1] is None
+    assert got[0].shape == got[2].shape == (1, 8, 8) and got[2].dtype == torch.float32  # checked like any mask
+    second = assign_masks(SUBJECTS, {1: None, 2: square()})
+    assert second[0] is None and torch.equal(second[1], square())
+    assert assign_masks(SUBJECTS, {}) == assign_masks(SUBJECTS, {1: None}, "dog") == (None, None)
+
+
+def test_named_slots_choose_the_subject():
+    dog, cat = square(1.0), square(0.5)
+    got = assign_masks(SUBJECTS, {2: cat, 1: dog}, " Dog ,cat")  # case and spaces as typed
+    assert torch.equal(got[0], cat) and torch.equal(got[1], dog)
+    only_second = assign_masks(SUBJECTS, {1: None, 2: dog}, "cat, dog")
+    assert only_second[0] is None and torch.equal(only_second[1], dog)
+    # masks at the image size pass, given as (width, height)
+    assert assign_masks(SUBJECTS, {1: torch.ones(1, 64, 128)}, "", (128, 64))[0].shape == (1, 64, 128)
+
+
+@pytest.mark.parametrize("slots, names, size, message", [
+    ({1: square(), 2: square()}, "dog", None,
+     "mask_subjects names 1 subjects but mask_2 is connected: name one subject per mask slot, in the order mask_1, "
+     "mask_2, ..."),
+    ({3: square(), 1: square()}, "cat, dog", None,  # the highest connected slot is named, whatever the dict order
+     "mask_subjects names 2 subjects but mask_3 is connected: name one subject per mask slot, in the order mask_1, "
+     "mask_2, ..."),
+    ({1: square()}, "horse", None,
+     "mask_subjects (for mask_1) names subject 'horse', which is not a subject of the prompt; use one of: cat, dog"),
+    ({3: square()}, "", None,
+     "mask_3 is connected but the prompt has only 2 subjects: disconnect it or name its subject in mask_subjects"),
+    ({2: square(0.0)}, "", None,
+     "mask_2 (for 'dog') is empty (all zero): paint the subject's region white, or disconnect the mask"),
+    ({1: torch.ones(1, 1, 8, 8)}, "", None,
+     "mask_1 (for 'cat') has shape (1, 1, 8, 8); a mask is (height, width) or (batch, height, width): connect a "
+     "MASK output"),
+    ({1: torch.ones(1, 64, 128)}, "", (128, 128),
+     "mask_1 is 128x64 px but width x height is 128x128: make the mask at the image's size"),
+    ({1: square(), 2: square()}, "cat, Cat", None, "two masks are for 'cat': give one mask per subject"),
+])
+def test_mask_assignment_errors_name_the_fix(slots, names, size, message):
+    with pytest.raises(LayoutError, match=f"^{re.escape(message)}$"):
+        assign_masks(SUBJECTS, slots, names, size)
+
+
+def test_mask_slots_are_numbered_from_one():
+    with pytest.raises(ValueError, match="numbered from 1") as e:
+        assign_masks(SUBJECTS, {0: square()})
+    assert not isinstance(e.value, LayoutError)  # a caller's mistake, not the user's
 
 
 def test_layout_checks_masks_against_the_image():
@@ -142,6 +205,17 @@ def test_terms_are_low_when_subjects_sit_in_their_boxes():
     # A compact blob cannot fill 20 % of a half-image box: inner stays above 0 when in place.
     assert float(layout_inner_term(good, w)) < 0.3 and float(layout_inner_term(swapped, w)) > 0.9
     assert float(layout_outer_term(good, w)) < 0.1 and float(layout_outer_term(swapped, w)) > 0.7
+
+
+def test_layout_weights_live_in_one_place_and_scale_the_terms():
+    w = LossWeights()
+    assert w.layout == LayoutWeights(inner=1.0, outer=1.0, topk=0.2)
+    assert (w.layout_inner, w.layout_outer) == (1.0, 1.0)  # the registry reads the weight named like the term
+    strong = replace(w, layout=w.layout.scaled(2.5))  # what the sampler does with the node's weight
+    assert (strong.layout_inner, strong.layout_outer, strong.layout.topk) == (2.5, 2.5, 0.2)
+    maps = maps_of(torch.stack([blob(8, 12), blob(8, 3)])[None], regions_lr())
+    base, more = LOSSES["ai_t2i"](maps, w), LOSSES["ai_t2i"](maps, strong)
+    assert torch.allclose(more["total"] - base["total"], 1.5 * (base["layout_inner"] + base["layout_outer"]))
 
 
 def test_terms_are_zero_without_regions_and_the_loss_adds_them_only_with_regions():

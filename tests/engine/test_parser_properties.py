@@ -4,10 +4,11 @@ import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parent
 
 import math
 
+import torch
 from hypothesis import example, given, settings, strategies as st
 
 from ai_t2i_attention import PRECEDING, SubjectError, Tokenization, parse_attributes, parse_list, resolve
-from ai_t2i_attention.layout import LayoutError, parse_boxes
+from ai_t2i_attention.layout_parse import LayoutError, assign_masks, parse_boxes
 
 # Text that looks like what users type: words, separators, numbers, units, unicode.
 ALPHABET = st.sampled_from(list("catdogredblu :;,#\n\t-0123456789.e+pxPXé日") + ["nan", "inf", "cat", "dog", " px"])
@@ -55,6 +56,27 @@ def test_parse_boxes_gives_boxes_or_its_error(text, size):
         coords = (b.x0, b.y0, b.x1, b.y1)
         assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in coords), coords
         assert b.x0 < b.x1 and b.y0 < b.y1
+
+
+# mask_subjects as typed: subject names (some unknown, some repeated), or any text.
+MASK_NAMES = st.one_of(TEXT, st.lists(st.sampled_from(["cat", "dog", " Dog", "bird", ""]), max_size=5).map(", ".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(MASK_NAMES, st.sets(st.integers(1, 4)))
+def test_assign_masks_gives_each_mask_one_subject_or_its_error(names, slots):
+    # Each slot's mask holds its own value (slot / 4), so where it went can be read back.
+    masks = {i: torch.full((1, 2, 2), i / 4) if i in slots else None for i in range(1, 5)}
+    try:
+        got = assign_masks(["cat", "dog"], masks, names)
+    except LayoutError as e:
+        assert str(e)
+        return
+    assert len(got) == 2
+    placed = [round(float(m.max()) * 4) if m is not None else None for m in got]
+    assert sorted(p for p in placed if p is not None) == sorted(slots)  # every mask placed, once
+    if not parse_list(names):
+        assert all(placed[i - 1] == i for i in slots)  # default: slot n is subject n
 
 
 START, END, PAD = 49406, 49407, 0

@@ -1,16 +1,8 @@
-"""Layout control: a region (box or mask) per subject, and the loss terms that use it.
+"""Layout input: a region (box or mask) per subject, from what the layout node is given.
 
-With regions, aggregation pulls each subject's activation into its region and isolation
-keeps it out of the rest of the image (BoxDiff-style constraints on the token-
-renormalised, smoothed subject maps M in [0, 1]):
-
-    inner(s) = 1 - mean(top-k of M_s inside R_s),        k = frac * |R_s|
-    outer(s) =     mean(top-k of M_s outside R_s),        k = frac * |outside R_s|
-
-A subject without a region of its own is kept out of the other subjects' regions
-(its "outside" is their union). Regions are soft (values in [0, 1], boxes and masks
-area-interpolated to the map size); the top-k runs over M * R with k from the region's
-area, which equals the plain top-k for a binary region.
+Parses the boxes text, checks masks and assigns them to subjects, and holds the result as
+a SubjectLayout, which the sampler turns into soft region planes at the map size. The loss
+terms that read those planes are in layout_terms.py.
 
 Boxes text (what the layout node's `boxes` widget takes), one box per subject:
 
@@ -21,20 +13,25 @@ commas. (x0, y0) is the top-left corner, (x1, y1) the bottom-right, as fractions
 image width and height (0..1, y downwards). Append ' px' to an entry to give pixels
 instead (`cat: 16 32 60 100 px`); that needs the image width and height.
 
-Shapes: S subjects, B images, (h, w) the attention map size.
+Masks come in numbered slots (the node's mask_1, mask_2, ...; errors name them so). With
+no `mask_subjects` text, slot n is the prompt's subject n; otherwise `mask_subjects` names
+one subject per slot, in slot order ('dog, cat': mask_1 is the dog's).
+
+Regions are soft (values in [0, 1]): boxes and masks are area-interpolated to the map size.
+
+Shapes: S subjects, B images, (H, W) a mask's size in pixels, (h, w) the attention map size.
 """
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .maps import SubjectMaps
-from .regions import EPS, pixel_grid
+from .tokens import parse_list
 
 BOX_EXAMPLE = "cat: 0.05 0.2 0.45 0.8; dog: 0.55 0.2 0.95 0.8"
 
@@ -132,6 +129,50 @@ def check_mask(mask: torch.Tensor, label: str) -> torch.Tensor:
     return mask
 
 
+def assign_masks(subjects: Sequence[str], masks_by_slot: Mapping[int, Optional[torch.Tensor]],
+                 mask_subjects: str = "", image_size: Optional[tuple[int, int]] = None
+                 ) -> tuple[Optional[torch.Tensor], ...]:
+    """Give each connected mask slot its subject (module docstring) -> per subject a mask or None.
+
+    masks_by_slot: slot number (1, 2, ...) -> a MASK (H, W) or (B, H, W), or None for an
+                   unconnected slot.
+    mask_subjects: the subject of each slot, comma separated, in slot order; empty: slot n
+                   is subject n. A name is read only where its slot is connected.
+    image_size:    (width, height) in pixels, or None (as is a zero side, like parse_boxes);
+                   when given, every mask must be that size.
+    Returns S entries: the subject's checked float (B, H, W) mask, or None.
+    """
+    if any(i < 1 for i in masks_by_slot):
+        raise ValueError(f"mask slots are numbered from 1, got {sorted(masks_by_slot)}")
+    assigned: list[Optional[torch.Tensor]] = [None] * len(subjects)
+    names = parse_list(mask_subjects or "")
+    # In slot order, so that a too short mask_subjects is refused before any mask is read, naming
+    # the highest connected slot (not an index error at the first slot it lacks).
+    connected = sorted(((i, m) for i, m in masks_by_slot.items() if m is not None), key=lambda e: e[0])
+    if names and len(names) < max((i for i, _ in connected), default=0):
+        raise LayoutError(f"mask_subjects names {len(names)} subjects but mask_{connected[-1][0]} is connected: "
+                          "name one subject per mask slot, in the order mask_1, mask_2, ...")
+    for i, mask in connected:
+        label = f"mask_{i}"
+        if names:
+            s = subject_index(names[i - 1], subjects, f"mask_subjects (for {label})")
+        elif i <= len(subjects):
+            s = i - 1
+        else:
+            raise LayoutError(f"{label} is connected but the prompt has only {len(subjects)} subjects: "
+                              "disconnect it or name its subject in mask_subjects")
+        mask = check_mask(mask, f"{label} (for {subjects[s]!r})")
+        if image_size and min(image_size) > 0:
+            width, height = image_size
+            if tuple(mask.shape[-2:]) != (height, width):
+                raise LayoutError(f"{label} is {mask.shape[-1]}x{mask.shape[-2]} px but width x height is "
+                                  f"{width}x{height}: make the mask at the image's size")
+        if assigned[s] is not None:
+            raise LayoutError(f"two masks are for {subjects[s]!r}: give one mask per subject")
+        assigned[s] = mask
+    return tuple(assigned)
+
+
 def box_coverage(box: Box, size: tuple[int, int]) -> torch.Tensor:
     """(h, w) fraction of each map cell covered by the box (exact area interpolation)."""
     h, w = size
@@ -157,7 +198,8 @@ class SubjectLayout:
 
     subjects: the subject words, in the subject prompt's order.
     boxes:    per subject a Box or None.  masks: per subject a (1 or B, H, W) mask or None.
-    weight:   multiplies the layout terms' weights.
+    weight:   the user's multiplier of the layout terms' weights (LayoutWeights.scaled);
+              0 turns the layout off.
     """
 
     subjects: tuple[str, ...]
@@ -207,91 +249,3 @@ class SubjectLayout:
             else:
                 planes.append(torch.zeros(batch, *size))
         return torch.stack(planes, dim=1).float()
-
-
-# ---------------------------------------------------------------------------
-# Loss terms (engine signature: (maps, weights) -> (B,))
-# ---------------------------------------------------------------------------
-
-
-def has_region(regions: torch.Tensor) -> torch.Tensor:
-    """(B, S, h, w) -> (B, S) bool."""
-    return regions.flatten(2).sum(-1) > EPS
-
-
-def region_anchor(regions: torch.Tensor) -> torch.Tensor:
-    """(B, S, h, w) regions -> (B, S, 2) their centroids (y, x) in map pixels."""
-    grid = pixel_grid(*regions.shape[-2:], device=regions.device)
-    mass = regions.sum(dim=(-2, -1)).clamp_min(EPS)
-    return torch.einsum("bshw,hwc->bsc", regions, grid) / mass[..., None]
-
-
-def topk_mean(values: torch.Tensor, weights: torch.Tensor, frac: float) -> torch.Tensor:
-    """Mean of the k largest of values * weights, k = max(1, round(frac * sum(weights))).
-
-    values, weights: (B, N) -> (B,). Rows with no weight give 0.
-    """
-    area = weights.sum(-1)
-    k = (frac * area).round().clamp_min(1)
-    ranked = (values * weights).sort(dim=-1, descending=True).values
-    keep = (torch.arange(values.shape[-1], device=values.device)[None] < k[:, None]).float()
-    mean = (ranked * keep).sum(-1) / k
-    return torch.where(area > EPS, mean, torch.zeros_like(mean))
-
-
-def _regions_of(maps: SubjectMaps) -> torch.Tensor:
-    m = maps.smoothed
-    regions = maps.regions.to(device=m.device, dtype=m.dtype)
-    if tuple(regions.shape[-2:]) != tuple(m.shape[-2:]) or regions.shape[1] != m.shape[1]:
-        raise ValueError(f"regions {tuple(regions.shape)} do not fit the maps {tuple(m.shape)}")
-    return regions.expand(m.shape[0], -1, -1, -1)
-
-
-def _mean_over(per_subject: list[torch.Tensor], counted: list[torch.Tensor], b: int, like: torch.Tensor):
-    if not per_subject:
-        return like.new_zeros(b)
-    total = torch.stack(per_subject, 1).sum(1)
-    n = torch.stack(counted, 1).float().sum(1)
-    return total / n.clamp_min(1)
-
-
-def layout_inner_term(maps: SubjectMaps, w) -> torch.Tensor:
-    """Mean over subjects with a region of 1 - mean(top-k of M_s inside R_s) -> (B,)."""
-    m = maps.smoothed
-    b, s = m.shape[:2]
-    if maps.regions is None:
-        return m.new_zeros(b)
-    regions = _regions_of(maps)
-    has = has_region(regions)
-    terms, counted = [], []
-    for i in range(s):
-        inside = topk_mean(m[:, i].flatten(1), regions[:, i].flatten(1), w.layout_topk)
-        terms.append((1.0 - inside) * has[:, i])
-        counted.append(has[:, i])
-    return _mean_over(terms, counted, b, m)
-
-
-def outside_regions(regions: torch.Tensor) -> torch.Tensor:
-    """(B, S, h, w) -> where each subject should not be: the complement of its own region,
-    or, for a subject without one, the union of the others' regions."""
-    has = has_region(regions)[..., None, None]
-    others = (regions.sum(1, keepdim=True) - regions).clamp(0, 1)
-    return torch.where(has, 1.0 - regions, others)
-
-
-def layout_outer_term(maps: SubjectMaps, w) -> torch.Tensor:
-    """Mean over subjects of mean(top-k of M_s outside its region) -> (B,)."""
-    m = maps.smoothed
-    b, s = m.shape[:2]
-    if maps.regions is None:
-        return m.new_zeros(b)
-    outside = outside_regions(_regions_of(maps))
-    has = has_region(outside)
-    terms = [topk_mean(m[:, i].flatten(1), outside[:, i].flatten(1), w.layout_topk) for i in range(s)]
-    return _mean_over([t * has[:, i] for i, t in enumerate(terms)], [has[:, i] for i in range(s)], b, m)
-
-
-def fraction_inside(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """Share of each subject's activation mass inside its region: (B, S, h, w) x2 -> (B, S)."""
-    regions = regions.to(maps).expand_as(maps)
-    return (maps * regions).flatten(2).sum(-1) / maps.flatten(2).sum(-1).clamp_min(EPS)
