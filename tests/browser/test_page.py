@@ -15,28 +15,19 @@ them the test fails; it skips only when AI_T2I_NO_BROWSER=1 is set outside CI.
 """
 from __future__ import annotations
 
-import json
 import os
-import pathlib
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 
 import pytest
+from comfy_server import PACK_FOLDER, ROOT, comfy_server
+from comfy_server import get_json as _get
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-HOST = pathlib.Path(os.environ.get("COMFYUI_PATH", ROOT / ".host" / "ComfyUI")).resolve()
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "out" / "browser"
-PACK_FOLDER = "ai_t2i"  # the folder name under custom_nodes/, as tools/setup.sh links it
 TINY_EXAMPLE = "ai_t2i_tiny_model_comparison"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 300
 
 
@@ -60,61 +51,15 @@ def _require_browser():
                 "or set AI_T2I_NO_BROWSER=1 to skip this test outside CI")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
 @pytest.fixture(scope="module")
 def server():
-    """A ComfyUI server on a free loopback port whose base directory is a fresh temporary folder:
-    its custom_nodes/ holds only a link to this checkout (so the page shows this code, wherever the
-    checkout is and whatever the host's own custom_nodes/ links to), and output, input, temp and
-    user settings stay out of the host folder."""
+    """A ComfyUI server whose custom_nodes/ holds only a link to this checkout (tests/comfy_server.py),
+    with the first-run tutorial marked done so no templates dialog covers the page."""
     _require_browser()
-    if not (HOST / "main.py").is_file():
-        pytest.fail(f"no ComfyUI at {HOST}: run tools/setup.sh or set COMFYUI_PATH")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    base = pathlib.Path(tempfile.mkdtemp(prefix="ai_t2i_page_"))
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
-    settings = base / "user" / "default" / "comfy.settings.json"
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))  # no first-run templates dialog
-    port = _free_port()
-    log = open(ARTIFACTS / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(HOST / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port",
-                             str(port), "--disable-auto-launch", "--base-directory", str(base)],
-                            cwd=str(HOST), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the ComfyUI server exited with {proc.returncode}; see {ARTIFACTS / 'server.log'}")
-            try:
-                info = _get(f"{url}/object_info", timeout=10)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the ComfyUI server did not answer in {START_TIMEOUT_S} s; see {ARTIFACTS / 'server.log'}")
-                time.sleep(1)
-        yield {"url": url, "object_info": info, "base": base}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
+    with comfy_server(ARTIFACTS / "server.log", settings={"Comfy.TutorialCompleted": True},
+                      prefix="ai_t2i_page_") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
