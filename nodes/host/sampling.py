@@ -26,7 +26,7 @@ from ...ai_t2i_attention import (LOSSES, AttentionRecorder, GuidanceSchedule, Pr
 from ...ai_t2i_attention.layers import Layer, LayerChoiceError, choose_layers, describe_layers
 from .attention import RECORDER_KEY, CrossAttentionHook, StopGuidanceForward, differentiable_attention, installed_layers
 from .gradients import make_grad_capable
-from .unet_work import unet_work, work_until
+from .unet import unet_work, work_until
 
 log = logging.getLogger("ai_t2i")
 
