@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..ai_t2i_attention.layout import BOX_EXAMPLE, LayoutError, SubjectLayout, check_mask, parse_boxes, subject_index
 from ..ai_t2i_attention.tokens import parse_list
-from .host.sampling import LAYOUT_KEY, SUBJECTS_KEY
+from .host.conditioning import LAYOUT_KEY, SUBJECTS_KEY
 
 MASK_SLOTS = 4
 

@@ -59,7 +59,7 @@ class Probe:
     def __init__(self, model_path: str | None):
         self.tiny = _pack_module("nodes.host.tiny_model")
         self.attention = _pack_module("nodes.host.attention")
-        self.sampling = _pack_module("nodes.host.sampling")
+        self.guidance_pass = _pack_module("nodes.host.guidance_pass")
         self.tokens = _pack_module("nodes.host.tokens")
         self.engine = _pack_module("ai_t2i_attention.tokens")
         self.recorders = _pack_module("ai_t2i_attention.maps")
@@ -98,7 +98,7 @@ class Probe:
         sigma = ms.sigmas[t].reshape(1)
         layers = self.layers_of(layer_set, tuple(x0.shape[-2:]))
         recorder = self.recorders.AttentionRecorder(frozenset(l.key for l in layers))
-        mo = self.sampling.guidance_model_options(self.patched.model_options, recorder)
+        mo = self.guidance_pass.guidance_model_options(self.patched.model_options, recorder)
         comfy.model_management.load_models_gpu([self.patched])
         x = x0 + sigma.reshape(1, 1, 1, 1) * noise
         with torch.no_grad():
