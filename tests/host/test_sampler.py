@@ -71,6 +71,24 @@ def test_stepwise_mode_never_repeats_a_seed(pack):
     assert len(set(seeds)) == len(seeds)
 
 
+def test_in_place_step_is_the_position_of_its_sigma(pack, setup):
+    """In place, a model call's step is where its sigma stands in the sampler's sigmas; a
+    sigma repeated at two positions is each in turn. A sampler calling the model at a sigma
+    that is no step's (euler with churn) is refused by name instead of guiding a guessed step."""
+    patched, _, pos, neg = setup
+    ms = patched.get_model_object("model_sampling")
+    s = float(comfy.samplers.calculate_sigmas(ms, "normal", 10)[2])
+    sampler = guided_sampler(pack, end_percent=1.0)
+    run(patched, sampler, pos, neg, size=16, sigmas=torch.tensor([s, s, 0.5 * s, 0.0]))
+    assert [r.step for r in sampler.last_run.reports] == [0, 1, 2] and sorted(sampler.last_run.maps) == [0, 1, 2]
+    from importlib import import_module
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    euler = comfy.samplers.sampler_object("euler").sampler_function
+    churn = sampling.GuidedSampler(comfy.samplers.KSAMPLER(euler, {"s_churn": 1.0}), guided_sampler(pack).settings)
+    with pytest.raises(sampling.GuidanceError, match="none of its steps' sigmas"):
+        run(patched, churn, pos, neg, size=16, steps=4)
+
+
 def test_sampler_with_private_latent_copy_is_refused(pack, setup, monkeypatch):
     patched, _, pos, neg = setup
     from importlib import import_module
