@@ -41,6 +41,13 @@ class Layer:
     factor: int
 
 
+def map_size(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]:
+    """(h, w) of the maps at `factor` for a latent of latent_hw (h, w): each down-sampling
+    halves with rounding up, so odd latents (e.g. 1000x600 px) have maps too."""
+    h, w = latent_hw
+    return -(-h // factor), -(-w // factor)
+
+
 def layers_of_set(layers: Sequence[Layer], latent_hw: tuple[int, int], level: str, layer_set: str) -> list[Layer]:
     """The layers of `layer_set` at `level` ("auto": the level whose maps are closest to
     16x16) for a latent of latent_hw (h, w)."""
@@ -58,8 +65,7 @@ def layers_of_set(layers: Sequence[Layer], latent_hw: tuple[int, int], level: st
         if factor not in factors:
             raise LayerChoiceError(f"the model has no {layer_set} cross-attention at level {level}; "
                                    f"levels it has: {', '.join('1/%d' % f for f in factors)}")
-    # Each down-sampling halves with rounding up, so odd latents (e.g. 1000x600 px) have maps too.
-    map_h, map_w = -(-h // factor), -(-w // factor)
+    map_h, map_w = map_size(latent_hw, factor)
     if min(map_h, map_w) < 4:
         raise LayerChoiceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
                                f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")

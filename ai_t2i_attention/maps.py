@@ -112,9 +112,9 @@ class TokenGroups:
     text_columns: tuple[int, ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubjectMaps:
-    """What every loss reads. All float32.
+    """What every loss reads, built whole for one guidance pass. All float32.
 
     raw:       (B, S, H, W) head/layer-averaged probabilities of each subject (mean over
                its tokens), as the centroid terms use them.
@@ -125,7 +125,7 @@ class SubjectMaps:
                plane leaves that subject unconstrained. None: no layout.
     attribute_smoothed: optional (B, P, H, W) attribute maps made like `smoothed`
                (baselines.py reads them; None falls back to `attribute`).
-    previous:  optional (B, S, H, W) `smoothed` maps of the previous guided step, set by a
+    previous:  optional (B, S, H, W) `smoothed` maps of the previous guided step, given by a
                host that keeps them (A-STAR retention, CONFORM); None: no earlier step.
     """
 
@@ -138,9 +138,11 @@ class SubjectMaps:
     previous: Optional[torch.Tensor] = None
 
 
-def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 100.0) -> SubjectMaps:
+def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 100.0,
+                 regions: Optional[torch.Tensor] = None, previous: Optional[torch.Tensor] = None) -> SubjectMaps:
     """Turn averaged (B, H, W, T) probabilities into SubjectMaps (float32, or float64 when
-    given float64: the reference vectors are checked that way)."""
+    given float64: the reference vectors are checked that way). regions (B or 1, S, H, W)
+    and previous (B, S, H, W) are the host's, carried into the maps as they are."""
     avg = avg if avg.dtype == torch.float64 else avg.float()
     t = avg.shape[-1]
     for cols in groups.subjects + tuple(c for c, _ in groups.attributes):
@@ -168,5 +170,5 @@ def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 10
     if all(attr_idx):  # attribute words in the text columns: renormalised like the subjects
         attribute_smoothed = (gaussian_smooth(torch.stack([renorm[..., i].sum(-1) for i in attr_idx], dim=1))
                               if attr_idx else attribute)
-    return SubjectMaps(raw, smoothed, attribute, tuple(s for _, s in groups.attributes),
-                       attribute_smoothed=attribute_smoothed)
+    return SubjectMaps(raw, smoothed, attribute, tuple(s for _, s in groups.attributes), regions=regions,
+                       attribute_smoothed=attribute_smoothed, previous=previous)

@@ -7,7 +7,8 @@ from comfy_api.latest import io
 
 from ..ai_t2i_attention import PRESETS, GuidanceSchedule, preset_weights
 from ..ai_t2i_attention.layers import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS
-from .host.sampling import GuidanceError, GuidanceSettings
+from .host.errors import GuidanceError
+from .host.sampling import GuidanceSettings
 
 METHOD_TOOLTIP = (
     "Loss preset. AI-T2I: isolation + aggregation + presence + attribute alignment. The 'only' variants drop a "

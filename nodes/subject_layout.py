@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ai_t2i_attention.layout_parse import BOX_EXAMPLE, LayoutError, SubjectLayout, assign_masks, parse_boxes
-from .host.sampling import LAYOUT_KEY, SUBJECTS_KEY
+from .host.conditioning import LAYOUT_KEY, SUBJECTS_KEY
 
 MASK_SLOTS = 4
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ai_t2i_attention import PRECEDING, ResolvedSubjects, parse_attributes, parse_list, resolve
-from .host.sampling import SUBJECTS_KEY
+from .host.conditioning import SUBJECTS_KEY
 from .host.tokens import presence_columns, tokenization
 
 

@@ -59,11 +59,11 @@ class Probe:
     def __init__(self, model_path: str | None):
         self.tiny = _pack_module("nodes.host.tiny_model")
         self.attention = _pack_module("nodes.host.attention")
-        self.sampling = _pack_module("nodes.host.sampling")
+        self.guidance_pass = _pack_module("nodes.host.guidance_pass")
         self.tokens = _pack_module("nodes.host.tokens")
         self.engine = _pack_module("ai_t2i_attention.tokens")
         self.recorders = _pack_module("ai_t2i_attention.maps")
-        self.unet_work = _pack_module("nodes.host.unet_work")
+        self.unet = _pack_module("nodes.host.unet")
         self.policy = _pack_module("ai_t2i_attention.layers")
         self.model, self.clip, self.vae = self.tiny.load_tiny_model(model_path)
         self.patched = self.attention.install_hooks(self.model)
@@ -84,8 +84,8 @@ class Probe:
 
     def layers_of(self, layer_set: str, hw: tuple[int, int]) -> list:
         if layer_set not in self.layers:
-            work = self.unet_work.unet_work(self.patched.model.diffusion_model, hw)
-            share = lambda ls: self.unet_work.work_until(work, [l.key for l in ls])  # noqa: E731
+            work = self.unet.unet_work(self.patched.model.diffusion_model, hw)
+            share = lambda ls: self.unet.work_until(work, [l.key for l in ls])  # noqa: E731
             self.layers[layer_set] = self.policy.choose_layers(
                 self.attention.installed_layers(self.patched.model_options), hw, "auto", layer_set, share)
         return self.layers[layer_set]
@@ -98,7 +98,7 @@ class Probe:
         sigma = ms.sigmas[t].reshape(1)
         layers = self.layers_of(layer_set, tuple(x0.shape[-2:]))
         recorder = self.recorders.AttentionRecorder(frozenset(l.key for l in layers))
-        mo = self.sampling.guidance_model_options(self.patched.model_options, recorder)
+        mo = self.guidance_pass.guidance_model_options(self.patched.model_options, recorder)
         comfy.model_management.load_models_gpu([self.patched])
         x = x0 + sigma.reshape(1, 1, 1, 1) * noise
         with torch.no_grad():

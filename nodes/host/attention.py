@@ -1,16 +1,14 @@
 """The cross-attention hook: ComfyUI attn2 replace patches that record probabilities.
 
-Everything here touches host internals (patch slots, transformer_options, UNet
-structure), so a host change is mended in this package only.
+Everything here touches host internals (patch slots, transformer_options); which layers
+a UNet has is read from its structure in unet.py.
 """
 from __future__ import annotations
 
+from comfy.ldm.modules.attention import get_attention_function, optimized_attention
 
-from comfy.ldm.modules.attention import SpatialTransformer, get_attention_function, optimized_attention
-from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, UNetModel, Upsample
-
-from ...ai_t2i_attention import AttentionRecorder
 from ...ai_t2i_attention.layers import Layer
+from .unet import cross_attention_layers
 
 # transformer_options key under which a guidance pass hands its recorder to the hooks.
 # Only the guidance forward sets it; every other forward runs the hooks as pass-through.
@@ -21,46 +19,6 @@ PATCH_KEY = "ai_t2i_patch"
 
 class StopGuidanceForward(Exception):
     """Raised by the last needed hook: the rest of the UNet is not needed for the loss."""
-
-
-class UnsupportedModel(ValueError):
-    pass
-
-
-SUPPORTED = "SD1.x, SD2.x, SDXL and other UNet (openaimodel) models with cross-attention"
-
-
-def cross_attention_layers(diffusion_model) -> list[Layer]:
-    """All attn2 layers of a ComfyUI UNetModel in execution order, with their factor."""
-    if not isinstance(diffusion_model, UNetModel):
-        raise UnsupportedModel(
-            f"AI-T2I supports {SUPPORTED}; this model is a {type(diffusion_model).__name__}. "
-            "Use an SD1.x/SD2.x/SDXL checkpoint.")
-    layers: list[Layer] = []
-    factor = 1
-
-    def scan(name: str, idx: int, module) -> None:
-        nonlocal factor
-        for sub in module:
-            if isinstance(sub, SpatialTransformer):
-                for t, blk in enumerate(sub.transformer_blocks):
-                    if getattr(blk, "attn2", None) is not None:
-                        layers.append(Layer((name, idx, t), factor))
-            elif isinstance(sub, Downsample):
-                factor *= 2
-            elif isinstance(sub, Upsample):
-                factor //= 2
-
-    for i, blk in enumerate(diffusion_model.input_blocks):
-        scan("input", i, blk)
-    if diffusion_model.middle_block is not None:
-        scan("middle", 0, diffusion_model.middle_block)
-    for i, blk in enumerate(diffusion_model.output_blocks):
-        scan("output", i, blk)
-    if not layers:
-        raise UnsupportedModel(f"this UNet has no cross-attention layers, so there are no subject maps to guide: "
-                               f"AI-T2I supports {SUPPORTED}. Use an SD1.x/SD2.x/SDXL checkpoint.")
-    return layers
 
 
 class CrossAttentionHook:

@@ -71,6 +71,24 @@ def test_stepwise_mode_never_repeats_a_seed(pack):
     assert len(set(seeds)) == len(seeds)
 
 
+def test_in_place_step_is_the_position_of_its_sigma(pack, setup):
+    """In place, a model call's step is where its sigma stands in the sampler's sigmas; a
+    sigma repeated at two positions is each in turn. A sampler calling the model at a sigma
+    that is no step's (euler with churn) is refused by name instead of guiding a guessed step."""
+    patched, _, pos, neg = setup
+    ms = patched.get_model_object("model_sampling")
+    s = float(comfy.samplers.calculate_sigmas(ms, "normal", 10)[2])
+    sampler = guided_sampler(pack, end_percent=1.0)
+    run(patched, sampler, pos, neg, size=16, sigmas=torch.tensor([s, s, 0.5 * s, 0.0]))
+    assert [r.step for r in sampler.last_run.reports] == [0, 1, 2] and sorted(sampler.last_run.maps) == [0, 1, 2]
+    from importlib import import_module
+    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    euler = comfy.samplers.sampler_object("euler").sampler_function
+    churn = sampling.GuidedSampler(comfy.samplers.KSAMPLER(euler, {"s_churn": 1.0}), guided_sampler(pack).settings)
+    with pytest.raises(sampling.GuidanceError, match="none of its steps' sigmas"):
+        run(patched, churn, pos, neg, size=16, steps=4)
+
+
 def test_sampler_with_private_latent_copy_is_refused(pack, setup, monkeypatch):
     patched, _, pos, neg = setup
     from importlib import import_module
@@ -142,14 +160,14 @@ def test_fast_path_matches_straightforward_path(pack, setup):
 def test_guidance_pass_uses_the_fused_attention_kernel(pack):
     """Only the guidance pass swaps the kernel, whatever override another pack set."""
     from importlib import import_module
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    guidance_pass = import_module(pack.__name__ + ".nodes.host.guidance_pass")
     engine = import_module(pack.__name__ + ".ai_t2i_attention")
     other = object()
     options = {"transformer_options": {"optimized_attention_override": other}}
     recorder = engine.AttentionRecorder(frozenset())
-    fused = sampling.guidance_model_options(options, recorder)
-    host = sampling.guidance_model_options(options, recorder, fused_attention=False)
-    assert fused["transformer_options"]["optimized_attention_override"] is sampling.differentiable_attention
+    fused = guidance_pass.guidance_model_options(options, recorder)
+    host = guidance_pass.guidance_model_options(options, recorder, fused_attention=False)
+    assert fused["transformer_options"]["optimized_attention_override"] is guidance_pass.differentiable_attention
     assert host["transformer_options"]["optimized_attention_override"] is other
     assert options["transformer_options"]["optimized_attention_override"] is other  # the model's own is untouched
 
@@ -161,7 +179,7 @@ def test_update_moves_the_unet_input_as_the_reference_does(pack):
     from importlib import import_module
 
     import comfy.model_sampling as ms
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    guidance_pass = import_module(pack.__name__ + ".nodes.host.guidance_pass")
 
     class Settings:
         sampling_settings = {}
@@ -170,12 +188,12 @@ def test_update_moves_the_unet_input_as_the_reference_does(pack):
     x = torch.randn(3, 4, 8, 8)
     for kind in (ms.EPS, ms.V_PREDICTION):
         cls = type("M", (ms.ModelSamplingDiscrete, kind), {})
-        c_in = sampling.unet_input_scale(cls(Settings()), sigma, x)
+        c_in = guidance_pass.unet_input_scale(cls(Settings()), sigma, x)
         torch.testing.assert_close(c_in.flatten(), 1 / torch.sqrt(1 + sigma ** 2))
     flow = type("F", (ms.ModelSamplingDiscreteFlow, ms.CONST), {})(Settings())
-    torch.testing.assert_close(sampling.unet_input_scale(flow, sigma, x).flatten(), torch.ones(3))
+    torch.testing.assert_close(guidance_pass.unet_input_scale(flow, sigma, x).flatten(), torch.ones(3))
     with torch.inference_mode():  # the host runs nodes under inference mode; the scale must still carry grad
-        c_in = sampling.unet_input_scale(cls(Settings()), sigma.clone(), x.clone())
+        c_in = guidance_pass.unet_input_scale(cls(Settings()), sigma.clone(), x.clone())
     z = (x * c_in).requires_grad_(True)
     (z / c_in).sum().backward()
     torch.testing.assert_close(z.grad, (1 / c_in).expand_as(x))

@@ -25,11 +25,11 @@ def laid_out(pack, positive, boxes=BOXES, **kw):
 
 def test_node_attaches_regions(pack, setup):
     _, pos, _ = setup
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    conditioning = import_module(pack.__name__ + ".nodes.host.conditioning")
     out = laid_out(pack, pos)
-    layout = out[0][1][sampling.LAYOUT_KEY]
+    layout = out[0][1][conditioning.LAYOUT_KEY]
     assert layout.subjects == ("cat", "dog") and layout.constrained == [0, 1]
-    assert sampling.LAYOUT_KEY not in pos[0][1]  # the input conditioning is not modified
+    assert conditioning.LAYOUT_KEY not in pos[0][1]  # the input conditioning is not modified
 
 
 def test_layout_terms_reach_the_loss_and_fall(pack, setup):

@@ -1,4 +1,4 @@
-"""The guidance pass's share of the UNet's work (nodes/host/unet_work.py), and the
+"""The guidance pass's share of the UNet's work (nodes/host/unet.py), and the
 layer set "auto" that is chosen from it, on the host's own UNet classes."""
 from importlib import import_module
 
@@ -17,7 +17,7 @@ def layers_mod(pack):
 
 
 def _modules(pack):
-    names = ("attention", "sampling", "unet_work")
+    names = ("attention", "sampling", "unet")
     return [import_module(f"{pack.__name__}.nodes.host.{n}") for n in names]
 
 
