@@ -390,7 +390,9 @@ def server():
         missing = [n for n in ("SoakStateProbe", "SoakStateLeaver", "AIT2ITinyModelLoader", "AIT2IKSampler")
                    if n not in info]
         assert not missing, f"the server did not register {missing}; see {running.log_path}"
-        choices = info["AIT2ITinyModelLoader"]["input"]["required"]["model_name"][0]
+        kind, *opts = info["AIT2ITinyModelLoader"]["input"]["required"]["model_name"]
+        # A V1 combo lists its options in place of the type; a V3 one says COMBO and lists them after.
+        choices = opts[0].get("options", []) if kind == "COMBO" else kind
         assert TINY["tiny"] in choices, (f"the tiny model loader does not list {TINY['tiny']} from the pack's "
                                          f"models/ folder (it lists {choices})")
         # Before anything has sampled: what the fresh cached model and a patched copy look like.

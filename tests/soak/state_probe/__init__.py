@@ -41,7 +41,10 @@ import torch
 HERE = os.path.dirname(os.path.realpath(__file__))
 # This folder is tests/soak/state_probe inside the pack's checkout.
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-TESTS = os.path.join(PACK_ROOT, "tests")
+# The code the pack ships. Not the whole checkout: a development checkout also holds the host
+# itself (.host/) and the virtual environment, whose objects are not the pack's.
+PACK_SOURCES = tuple(os.path.join(PACK_ROOT, d) + os.sep for d in ("nodes", "ai_t2i_attention"))
+PACK_INIT = os.path.join(PACK_ROOT, "__init__.py")
 PREFIX = "ai_t2i"
 MAX_DEPTH = 14
 MAX_FINDINGS = 200
@@ -84,13 +87,13 @@ def _source_file(obj):
 
 
 def is_pack_object(obj) -> bool:
-    """True for objects (or their classes) defined in the pack's source files (tests excluded)."""
+    """True for objects (or their classes) defined in the pack's shipped source files."""
     path = _source_file(obj)
     if not path:
         return False
     if path not in _real_cache:
         real = os.path.realpath(path)
-        _real_cache[path] = real.startswith(PACK_ROOT + os.sep) and not real.startswith(TESTS + os.sep)
+        _real_cache[path] = real.startswith(PACK_SOURCES) or real == PACK_INIT
     return _real_cache[path]
 
 
