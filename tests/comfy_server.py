@@ -64,9 +64,6 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
-    def __getitem__(self, key):  # the browser test reads server["url"], ["object_info"], ["base"]
-        return getattr(self, key)
-
 
 @contextlib.contextmanager
 def comfy_server(log_path: pathlib.Path, custom_nodes: Optional[Mapping[str, pathlib.Path]] = None,

@@ -151,6 +151,8 @@ class GuidedRun:
         self.latest_maps: Optional[torch.Tensor] = None
         self.previous_maps: Optional[torch.Tensor] = None
         self.reached = -1  # the latest step step_at found: it tells apart the steps of a repeated sigma
+        guided = settings.schedule.guided_steps(self.total_steps)
+        self.last_guided = guided[-1] if guided else -1
         self.updated: Optional[tuple[int, torch.Tensor]] = None  # (step, the latent updated in place)
 
     # -- the two ways of driving the base sampler ----------------------------------------
@@ -204,6 +206,8 @@ class GuidedRun:
         return self.reached
 
     def before_model_call(self, x: torch.Tensor, sigma: torch.Tensor, kwargs: dict) -> None:
+        if self.reached >= self.last_guided:
+            return  # past the guided range: no lookup (a device-to-host copy of sigma) on every later call
         step = self.step_at(sigma)
         if step is None or not self.settings.schedule.is_guided(step, self.total_steps):
             return

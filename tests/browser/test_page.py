@@ -88,7 +88,7 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
-            with _open_page(browser, server["url"]) as page:
+            with _open_page(browser, server.url) as page:
                 yield page
         finally:
             browser.close()
@@ -100,7 +100,7 @@ def _bare_host_errors(browser) -> list[str]:
     frontend 1.27.10, in its settings store); the pack must add none of its own."""
     with comfy_server(ARTIFACTS / "bare_server.log", {}, settings={"Comfy.TutorialCompleted": True},
                       prefix="ai_t2i_bare_page_") as bare:
-        with _open_page(browser, bare["url"]) as page:
+        with _open_page(browser, bare.url) as page:
             page.wait_for_timeout(3000)
             return list(page.page_errors)
 
@@ -132,10 +132,10 @@ def test_examples_load_in_the_page_and_the_tiny_one_runs(server, page):
     from tools.make_example_workflows import EXAMPLES
 
     t0 = time.monotonic()
-    info = server["object_info"]
+    info = server.object_info
     ours = [k for k, v in info.items() if k.startswith("AIT2I")]
     assert ours and all(info[k]["python_module"] == f"custom_nodes.{PACK_FOLDER}" for k in ours)
-    templates = _get(f"{server['url']}/api/workflow_templates")
+    templates = _get(f"{server.url}/api/workflow_templates")
     assert sorted(templates.get(PACK_FOLDER, [])) == sorted(EXAMPLES), templates  # offered as templates
 
     for name in sorted(EXAMPLES, key=lambda n: (n == TINY_EXAMPLE, n)):  # the one to run last
@@ -161,7 +161,7 @@ def test_examples_load_in_the_page_and_the_tiny_one_runs(server, page):
     deadline = time.monotonic() + RUN_TIMEOUT_S
     entry = None
     while entry is None:
-        history = _get(f"{server['url']}/history")
+        history = _get(f"{server.url}/history")
         done = [h for h in history.values() if h.get("status", {}).get("completed") or
                 h.get("status", {}).get("status_str") == "error"]
         if done:
@@ -174,7 +174,7 @@ def test_examples_load_in_the_page_and_the_tiny_one_runs(server, page):
     images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
     assert len(images) == 2 + 2 * 2  # vanilla + AI-T2I, and 2 subjects x 2 steps of maps
     for img in images:  # kept next to the screenshot
-        shutil.copy(server["base"] / "output" / img["subfolder"] / img["filename"], ARTIFACTS / img["filename"])
+        shutil.copy(server.base / "output" / img["subfolder"] / img["filename"], ARTIFACTS / img["filename"])
     # ... and the page shows it: the Save Image nodes hold their previews.
     page.wait_for_function("""() => (window.app.graph.nodes ?? window.app.graph._nodes)
         .filter(n => n.type === 'SaveImage').every(n => n.imgs && n.imgs.length && n.imgs[0].complete
