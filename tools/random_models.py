@@ -81,7 +81,12 @@ def sd3_model(depth: int = 2, blocks: int = 3, grid: int = 16, context: int = 40
                 context_embedder_config={"target": "torch.nn.Linear",
                                          "params": {"in_features": context, "out_features": 64 * depth}},
                 x_block_self_attn_layers=list(x_block_self_attn_layers), dtype=dtype)
-    return _patcher(comfy.supported_models.SD3, unet, seed, device=device)
+    patcher = _patcher(comfy.supported_models.SD3, unet, seed, device=device)
+    pos_embed = patcher.model.diffusion_model.pos_embed  # a buffer (learnt, loaded from files): random_init skips it
+    with torch.inference_mode():
+        g = torch.Generator(device=pos_embed.device).manual_seed(seed + 1)
+        pos_embed.copy_(torch.randn(pos_embed.shape, generator=g, device=pos_embed.device).to(pos_embed.dtype))
+    return patcher
 
 
 def flux_model(width: int = 64, heads: int = 2, double: int = 2, single: int = 2, context: int = 4096,
