@@ -4,16 +4,39 @@ and the "auto" policy that weighs what a guidance pass costs.
 The host describes its network as a list of Layer (in execution order) and, for "auto", a
 function giving the share of the forward a pass runs when it stops after some layers; the
 policy here only chooses. A UNet host names its parts "input" / "middle" / "output"; a
-joint-attention (MM-DiT) host would give its own part names and layer sets.
+joint-attention (MM-DiT) host names its blocks "double" (joint blocks: SD3's every block,
+Flux's double-stream blocks) and "single" (Flux's single-stream blocks).
+
+Joint-attention models (Layer.pool). Every block of a DiT attends at one resolution, the
+patch grid (latent/2), so there is no level to pick among blocks. The reference method is
+tuned for 16x16 maps: its region discs (radius 5), 3x3 smoothing and distances normalised by
+the map's diagonal are in map pixels, so on SD3/Flux's 64x64 grid at 1024 px the same loss
+would see discs covering a sixteenth of the image share they cover at 16x16. The grid is
+therefore average-pooled by an integer factor to the side nearest 16 (1024 px: 4, 512 px: 2)
+before the loss; an explicit level 1/f pools to latent/f. Pooling means of probabilities
+keeps them probabilities.
+
+Which DiT blocks: the joint blocks. Their text and image tokens keep separate projections,
+so the image queries' probabilities on the text keys are the direct counterpart of a UNet's
+cross-attention. In Flux's single-stream blocks text and image tokens share one projection
+and the text tokens have been mixed with the image for 19 blocks, so those columns are a
+weaker stand-in for "the word": they are offered ("joint+single"), never chosen by auto.
+Layer set auto reads every joint block unless the pass would then run more than
+AUTO_WORK_BUDGET of the forward (SD3: its joint blocks are the whole network), and then the
+joint blocks within that budget, first to last: the pass stops after the last block read,
+so the cost is set by how far in it is. These are cost and structure criteria only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 LEVELS = ("auto", "1/1", "1/2", "1/4", "1/8")
 LAYER_SETS = {"down+up": ("input", "output"), "down": ("input",), "up": ("output",),
-              "down+mid+up": ("input", "middle", "output")}
+              "down+mid+up": ("input", "middle", "output"),
+              "joint": ("double",), "joint+single": ("double", "single")}
+UNET_SETS = ("down+up", "down", "up", "down+mid+up")
+DIT_SETS = ("joint", "joint+single")
 # Layer set "auto" reads the reference's down and up blocks, unless the guidance pass would
 # then run more than this fraction of the UNet's forward (SDXL: its up-block maps come after
 # ~78% of it), and the down blocks alone otherwise. Why 0.7: with half of the steps guided, a
@@ -35,10 +58,14 @@ class Layer:
     key:    the host's name for it, (part, block, index within the block): key[0] is
             the part of the network a layer set selects, key[:2] names its block.
     factor: its maps are the latent's size divided by this (rounded up).
+    pool:   the host can average-pool its maps by any integer (a DiT block on the patch
+            grid): the level policy may then return it with a coarser factor, a multiple
+            of the host's, and the host pools by the ratio.
     """
 
     key: tuple
     factor: int
+    pool: bool = False
 
 
 def map_size(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -53,10 +80,16 @@ def layers_of_set(layers: Sequence[Layer], latent_hw: tuple[int, int], level: st
     16x16) for a latent of latent_hw (h, w)."""
     parts = LAYER_SETS[layer_set]
     usable = [l for l in layers if l.key[0] in parts]
+    dit = any(l.pool for l in layers)
+    if dit and not usable:
+        raise LayerChoiceError(f"this joint-attention (MM-DiT) model has no {layer_set} blocks; choose layers "
+                               f"{' or '.join(repr(s) for s in ('auto',) + DIT_SETS)}")
     factors = sorted({l.factor for l in usable})
     if not factors:
         raise LayerChoiceError(f"the model has no cross-attention in the {layer_set} blocks; choose layers "
                                "'down+mid+up'")
+    if dit:
+        return _pooled(usable, latent_hw, level)
     h, w = latent_hw
     if level == "auto":
         factor = min(factors, key=lambda f: (abs(h / f - REFERENCE_MAP_SIDE), f))
@@ -85,6 +118,8 @@ def choose_layers(layers: Sequence[Layer], latent_hw: tuple[int, int], level: st
         raise LayerChoiceError(f"unknown layer set {layer_set!r}; choose one of auto, {', '.join(LAYER_SETS)}")
     if layer_set != "auto":
         return layers_of_set(layers, latent_hw, level, layer_set)
+    if any(l.pool for l in layers):
+        return _dit_auto(layers_of_set(layers, latent_hw, level, "joint"), work)
     chosen = layers_of_set(layers, latent_hw, level, "down+up")
     if control or work is None or work(chosen) <= AUTO_WORK_BUDGET:
         return chosen
@@ -92,6 +127,41 @@ def choose_layers(layers: Sequence[Layer], latent_hw: tuple[int, int], level: st
         return layers_of_set(layers, latent_hw, level, "down")
     except LayerChoiceError:  # no down-block layers at that level: the costlier set is the only one
         return chosen
+
+
+def _pooled(layers: Sequence[Layer], latent_hw: tuple[int, int], level: str) -> list[Layer]:
+    """DiT layers (one grid, latent/f0) at `level`: the pooled factor f0 * k nearest 16x16
+    maps ("auto"), or the level's factor, which must be a multiple of f0."""
+    native = {l.factor for l in layers}
+    if len(native) != 1:
+        raise LayerChoiceError(f"joint-attention layers at several grids {sorted(native)}: the host must give one")
+    f0 = native.pop()
+    h, w = latent_hw
+    if level == "auto":
+        grid = -(-h // f0)
+        factor = f0 * min(range(1, max(grid, 1) + 1), key=lambda k: (abs(h / (f0 * k) - REFERENCE_MAP_SIDE), k))
+    else:
+        factor = int(level.split("/")[1])
+        if factor % f0:
+            finer = ", ".join(f"1/{f}" for f in (f0, 2 * f0, 4 * f0, 8 * f0) if f"1/{f}" in LEVELS)
+            raise LayerChoiceError(f"this joint-attention model attends on a latent/{f0} grid, so level {level} "
+                                   f"cannot be made by pooling it; levels it has: auto, {finer}")
+    map_h, map_w = map_size(latent_hw, factor)
+    if min(map_h, map_w) < 4:
+        raise LayerChoiceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
+                               f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")
+    return [replace(l, factor=factor) for l in layers]
+
+
+def _dit_auto(joint: list[Layer], work: Optional[Callable[[list[Layer]], float]]) -> list[Layer]:
+    """Every joint block if the pass stays within AUTO_WORK_BUDGET of the forward; else the
+    joint blocks within it, from the first (at least the first)."""
+    if work is None or work(joint) <= AUTO_WORK_BUDGET:
+        return joint
+    n = 1
+    while n < len(joint) and work(joint[:n + 1]) <= AUTO_WORK_BUDGET:
+        n += 1
+    return joint[:n]
 
 
 def describe_layers(layers: Sequence[Layer]) -> str:

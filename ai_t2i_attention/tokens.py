@@ -21,10 +21,12 @@ class SubjectError(ValueError):
 
 @dataclass(frozen=True)
 class Tokenization:
-    """chunks: per chunk, one key per position; special: start/end/pad keys."""
+    """chunks: per chunk, one key per position; special: start/end/pad keys.
+    start_token: each chunk opens with a start token (CLIP); T5 has none."""
 
     chunks: tuple[tuple[Hashable, ...], ...]
     special: frozenset
+    start_token: bool = True
 
     def flat(self) -> list[Hashable]:
         return [t for chunk in self.chunks for t in chunk]
@@ -37,6 +39,8 @@ class Tokenization:
         """Every column but each chunk's first (start token) and last: the token axis the
         reference code's presence term re-softmaxes over (columns 1..75 of a 77-token
         prompt; the end token and the padding stay in)."""
+        if not self.start_token:  # T5: no start token to leave out; every column, end and padding in
+            return tuple(range(len(self.flat())))
         cols, offset = [], 0
         for chunk in self.chunks:
             cols += range(offset + 1, offset + len(chunk) - 1)
@@ -149,6 +153,10 @@ def resolve(prompt_text: str, prompt: Tokenization, tokenize_word: Callable[[str
     softmax_cols = prompt.reference_columns() if presence_columns == "reference" else prompt.text_columns()
     if attributes == PRECEDING:
         # The reference's rule, kept reachable: no check that the token is an attribute word.
+        first = [s for s, cols in zip(subjects, subject_cols) if cols[0] == 0]
+        if first:  # only without a start token (T5) can a subject sit in column 0
+            raise SubjectError(f"subject {first[0]!r} is the prompt's first token, so 'preceding' finds no attribute "
+                               f"before it: write explicit attribute:subject pairs, or put a word before it")
         pairs = tuple(((cols[0] - 1,), i) for i, cols in enumerate(subject_cols))
         return TokenGroups(subject_cols, pairs, softmax_cols)
     by_name = {s.lower(): i for i, s in enumerate(subjects)}
@@ -172,3 +180,36 @@ class ResolvedSubjects:
     subjects: tuple[str, ...]
     attributes: tuple[tuple[str, str], ...]
     groups: TokenGroups
+
+
+@dataclass(frozen=True)
+class TokenStream:
+    """One text encoder's tokens inside a context that holds several on its sequence axis
+    (SD3: CLIP-L/G's columns, then T5's). offset: the context column of its first token."""
+
+    tokenization: Tokenization
+    tokenize_word: Callable[[str], Sequence[Hashable]]
+    offset: int = 0
+
+
+def resolve_streams(prompt_text: str, streams: Sequence[TokenStream], subjects: Sequence[str],
+                    attributes: Sequence[tuple[str, str]] | str = (), presence_columns: str = "reference") -> TokenGroups:
+    """resolve() in every stream of the context, merged: each subject's (and attribute's)
+    columns are its columns in every stream, shifted by the stream's offset, and the
+    presence term's token axis is every stream's, so a word's maps average over all the
+    encoders that carry it (on SD3: its CLIP column and its T5 columns). A word must be in
+    every stream (all encode the same prompt); the first stream's error is raised."""
+    if not streams:
+        raise SubjectError("the text encoder gives no token streams: load a CLIP or T5 text encoder")
+    groups = [resolve(prompt_text, s.tokenization, s.tokenize_word, subjects, attributes, presence_columns)
+              for s in streams]
+
+    def shift(cols, offset):
+        return tuple(c + offset for c in cols)
+
+    subject_cols = tuple(tuple(c for g, s in zip(groups, streams) for c in shift(g.subjects[i], s.offset))
+                         for i in range(len(subjects)))
+    attrs = tuple((tuple(c for g, s in zip(groups, streams) for c in shift(g.attributes[j][0], s.offset)),
+                   groups[0].attributes[j][1]) for j in range(len(groups[0].attributes)))
+    text = tuple(c for g, s in zip(groups, streams) for c in shift(g.text_columns, s.offset))
+    return TokenGroups(subject_cols, attrs, text)

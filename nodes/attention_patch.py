@@ -13,11 +13,15 @@ class AIT2IAttentionPatch(io.ComfyNode):
             node_id="AIT2IAttentionPatch",
             display_name="AI-T2I Attention Patch",
             category="model_patches/AI-T2I",
-            description=("Hooks cross-attention so the AI-T2I sampler can read each subject's attention map. Outside "
-                         "the guidance pass the host's fast attention runs unchanged. Other attention patches "
+            description=("Hooks cross-attention (UNet models) or every joint-attention block (SD3/SD3.5, Flux.1) so "
+                         "the AI-T2I sampler can read each subject's attention map. Outside the guidance pass the "
+                         "host's own code and fast attention run unchanged. Other attention and block patches "
                          "(IPAdapter and the like) compose in either order: it wraps those before it, and the "
                          "guidance pass wraps those after."),
-            inputs=[io.Model.Input("model", tooltip="An SD1.x, SD2.x or SDXL model.")],
+            inputs=[io.Model.Input("model", tooltip=(
+                "An SD1.x, SD2.x or SDXL model, or a joint-attention model: SD3/SD3.5 (MMDiT) or Flux.1 (dev, "
+                "schnell). On SD3/Flux the maps are the image tokens' joint-attention probabilities on the text "
+                "tokens, average-pooled to about 16x16."))],
             outputs=[io.Model.Output(tooltip="A patched copy of the model; the input model is left as it was.")],
         )
 

@@ -23,7 +23,10 @@ LAYERS_TOOLTIP = (
     f"guidance pass would then run more than {AUTO_WORK_BUDGET:.0%} of the UNet (SDXL, whose up-block maps "
     "come after most of its work): then the down blocks only, so guidance stays near 1.35x the time of plain "
     "sampling. With a ControlNet auto reads down+up (its residuals join on the up path). The run log names "
-    "the layers read. 'down' is the cheapest: the pass stops right after the down blocks.")
+    "the layers read. 'down' is the cheapest: the pass stops right after the down blocks. SD3/SD3.5 and Flux.1 "
+    "(joint-attention models): 'joint' reads every joint (Flux: double-stream) block, 'joint+single' adds Flux's "
+    "single-stream blocks; auto reads the joint blocks, only the first ones where reading all would run more "
+    f"than {AUTO_WORK_BUDGET:.0%} of the network (SD3, whose joint blocks are the whole network).")
 
 
 def guidance_inputs() -> list:
@@ -60,7 +63,8 @@ def advanced_inputs() -> list:
             "none.")),
         io.Combo.Input("level", options=list(LEVELS), default="auto", tooltip=(
             "Which attention resolution the loss reads, as a fraction of the latent size. auto: the one closest to "
-            "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px).")),
+            "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px). SD3/Flux attend on one latent/2 grid, "
+            "which is average-pooled: auto to about 16x16, 1/4 or 1/8 by that factor (1/1 is not available).")),
         layers_input(),
     ]
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ai_t2i_attention import PRECEDING, ResolvedSubjects, parse_attributes, parse_list, resolve
+from ..ai_t2i_attention import PRECEDING, ResolvedSubjects, parse_attributes, parse_list, resolve_streams
 from .host.conditioning import SUBJECTS_KEY
-from .host.tokens import presence_columns, tokenization
+from .host.tokens import presence_columns, subject_streams
 
 
 class AIT2ISubjectPrompt(io.ComfyNode):
@@ -39,10 +39,10 @@ class AIT2ISubjectPrompt(io.ComfyNode):
         if clip is None:
             raise RuntimeError("clip input is invalid: None. If the clip is from a checkpoint loader node, "
                                "the checkpoint does not contain a text encoder.")
-        prompt, tokenize_word, tokens = tokenization(clip, text)
+        streams, tokens = subject_streams(clip, text)
         words = parse_list(subjects)
         pairs = parse_attributes(attributes)
-        groups = resolve(text, prompt, tokenize_word, words, pairs, presence_columns(tokens))
+        groups = resolve_streams(text, streams, words, pairs, presence_columns(tokens))
         if pairs == PRECEDING:
             pairs = [(PRECEDING, w) for w in words]
         spec = ResolvedSubjects(text, tuple(words), tuple(pairs), groups)

@@ -18,14 +18,15 @@ CPU = torch.device("cpu")
 
 def random_init(module: torch.nn.Module, seed: int) -> None:
     """The host builds layers without initialising them (weights come from files):
-    give every weight a variance-preserving random value, norms identity."""
+    give every weight a variance-preserving random value, norms identity (a 1-D `weight`,
+    or an RMSNorm's `scale` as Flux names it: zero there would zero every query and key)."""
     gens = {}
     for name, p in module.named_parameters():
         g = gens.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
         if p.dim() > 1:
             fan_in = p[0].numel()
             p.copy_(torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32).to(p.dtype) / fan_in ** 0.5)
-        elif name.endswith("weight"):
+        elif name.endswith("weight") or name.endswith(".scale"):
             p.fill_(1.0)
         else:
             p.zero_()
@@ -63,6 +64,44 @@ def sdxl_model(width: int = 64, context: int = 2048, seed: int = 0, dtype=torch.
                 num_heads=-1, num_head_channels=64, use_spatial_transformer=True,
                 legacy=False, image_size=32, use_linear_in_transformer=True, dtype=dtype)
     return _patcher(comfy.supported_models.SDXL, unet, seed, device=device)
+
+
+def sd3_model(depth: int = 2, blocks: int = 3, grid: int = 16, context: int = 4096, seed: int = 0, qk_norm=None,
+              x_block_self_attn_layers=(), dtype=torch.float32, device=None):
+    """SD3/SD3.5 topology (comfy.model_base.SD3 around the host's MMDiT) at a tiny width.
+
+    The host fixes the width at 64 * depth and the heads at depth; blocks is the number of
+    joint blocks (the last one's text side is pre-only, as in the real models). grid: the
+    positional table's side in patches (a latent of up to 2 * grid pixels a side). qk_norm
+    "rms" and x_block_self_attn_layers give the SD3.5 (Medium: MMDiT-X) variants. Context:
+    the real 4096-wide text features (CLIP-L/G padded, then T5), pooled vector 2048."""
+    unet = dict(comfy.supported_models.SD3.unet_config)
+    unet.update(in_channels=16, out_channels=16, patch_size=2, depth=depth, num_blocks=blocks, input_size=None,
+                adm_in_channels=2048, num_patches=grid * grid, pos_embed_max_size=grid, qk_norm=qk_norm,
+                context_embedder_config={"target": "torch.nn.Linear",
+                                         "params": {"in_features": context, "out_features": 64 * depth}},
+                x_block_self_attn_layers=list(x_block_self_attn_layers), dtype=dtype)
+    patcher = _patcher(comfy.supported_models.SD3, unet, seed, device=device)
+    pos_embed = patcher.model.diffusion_model.pos_embed  # a buffer (learnt, loaded from files): random_init skips it
+    with torch.inference_mode():
+        g = torch.Generator(device=pos_embed.device).manual_seed(seed + 1)
+        pos_embed.copy_(torch.randn(pos_embed.shape, generator=g, device=pos_embed.device).to(pos_embed.dtype))
+    return patcher
+
+
+def flux_model(width: int = 64, heads: int = 2, double: int = 2, single: int = 2, context: int = 4096,
+               guidance_embed: bool = True, seed: int = 0, dtype=torch.float32, device=None):
+    """Flux topology (comfy.model_base.Flux around the host's Flux: double-stream blocks, then
+    single-stream blocks, 3-axis RoPE, patch size 2) at a tiny width. guidance_embed: dev
+    (True) or schnell (False). Context: the real 4096-wide T5 features, pooled CLIP-L 768."""
+    head = width // heads
+    axes = [head - 2 * (3 * head // 8), 3 * head // 8, 3 * head // 8]  # time, height, width axes (even sizes)
+    config = comfy.supported_models.Flux if guidance_embed else comfy.supported_models.FluxSchnell
+    unet = dict(config.unet_config)
+    unet.update(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=context, hidden_size=width,
+                mlp_ratio=4.0, num_heads=heads, depth=double, depth_single_blocks=single, axes_dim=axes,
+                theta=10000, patch_size=2, qkv_bias=True, guidance_embed=guidance_embed, dtype=dtype)
+    return _patcher(config, unet, seed, device=device)
 
 
 class _Target:

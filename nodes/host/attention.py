@@ -18,7 +18,7 @@ PATCH_KEY = "ai_t2i_patch"
 
 
 class StopGuidanceForward(Exception):
-    """Raised by the last needed hook: the rest of the UNet is not needed for the loss."""
+    """Raised by the last needed hook: the rest of the network is not needed for the loss."""
 
 
 class CrossAttentionHook:
@@ -53,11 +53,16 @@ def differentiable_attention(func, *args, **kwargs):
 
 
 def install_hooks(model_patcher):
-    """A clone of model_patcher with a hook on every cross-attention layer.
+    """A clone of model_patcher with a hook on every cross-attention layer (UNet) or on
+    every block (joint-attention models: joint_attention.install_joint_hooks).
 
     A patch already in a slot (3-key or block-wide 2-key) is wrapped, not replaced.
     Applying twice wraps our own hook; the sampler detects and rejects that.
     """
+    from .mmdit import is_dit  # here, not at the top: joint_attention imports this module
+    if is_dit(model_patcher.model):
+        from .joint_attention import install_joint_hooks
+        return install_joint_hooks(model_patcher)
     layers = cross_attention_layers(model_patcher.model.diffusion_model)
     m = model_patcher.clone()
     existing = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})

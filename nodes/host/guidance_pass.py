@@ -14,25 +14,28 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 import comfy.samplers
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ...ai_t2i_attention import AttentionRecorder
-from ...ai_t2i_attention.layers import Layer
+from ...ai_t2i_attention import AttentionRecorder, pool_maps
+from ...ai_t2i_attention.layers import Layer, map_size
 from .attention import (RECORDER_KEY, CrossAttentionHook, StopGuidanceForward, differentiable_attention,
                         installed_layers)
 from .conditioning import control_modules
 from .errors import GuidanceError
 from .gradients import make_grad_capable
-from .unet import unet_work, work_until
+from .joint_attention import JointLayout, joint_guidance_options
+from .mmdit import dit_family, dit_work, is_dit, run_block
+from .unet import UnsupportedModel, cross_attention_layers, unet_work, work_until
 
 
 class GuidancePass(Protocol):
     """What the sampler driving asks of a model family, and all it knows of the network.
 
-    The UNet (UNetGuidancePass) is the only family now. A joint-attention model (MM-DiT:
-    SD3.5, Flux) would implement the same members: its hooks would capture the image-to-text
-    block of each joint attention (the text tokens' columns of softmax(QK^T)) instead of
-    attn2, its own walk over its blocks would give `layers` and `work_share`, and the driving
-    would not change.
+    Two families implement it: the UNet (UNetGuidancePass: attn2 hooks) and the
+    joint-attention models SD3/SD3.5 and Flux.1 (MMDiTGuidancePass: block hooks and an
+    attention override that read the image-to-text block of each joint attention, the text
+    tokens' columns of softmax(QK^T) over the whole sequence). Each gives its own walk's
+    `layers` and `work_share`; the driving does not change.
 
     layers: every layer the patch node hooked, in execution order; the engine's layer
             policy (ai_t2i_attention/layers.py) chooses among them.
@@ -66,10 +69,19 @@ def patched_layers(model_options: dict) -> tuple[Layer, ...]:
 
 def guidance_pass(guider, entry: dict, layers: Sequence[Layer], stop_early: bool = True,
                   fused_attention: bool = True) -> GuidancePass:
-    """The guidance pass of the guider's model on the prompt's conditioning entry. The patch
-    node hooks UNets only (install_hooks refuses other families), so this is always a
-    UNetGuidancePass; a joint-attention family would be chosen here, by its model's type."""
-    return UNetGuidancePass(guider, entry, layers, stop_early, fused_attention)
+    """The guidance pass of the guider's model on the prompt's conditioning entry, chosen by
+    the model's type: joint-attention (SD3/SD3.5, Flux.1) or UNet. Any other model is an
+    error naming what is supported."""
+    model = guider.inner_model
+    try:
+        if is_dit(model):
+            return MMDiTGuidancePass(guider, entry, layers, stop_early, fused_attention)
+        if isinstance(model.diffusion_model, UNetModel):
+            return UNetGuidancePass(guider, entry, layers, stop_early, fused_attention)
+        cross_attention_layers(model.diffusion_model)  # raises UnsupportedModel, naming what is supported
+    except UnsupportedModel as e:
+        raise GuidanceError(str(e)) from None
+    raise GuidanceError(f"AI-T2I cannot guide a {type(model).__name__}")
 
 
 def unet_input_scale(model_sampling, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -157,3 +169,65 @@ class UNetGuidancePass:
                                 "another patch or model wrapper bypasses cross-attention there; connect "
                                 "'AI-T2I Attention Patch' last in the model chain")
         return recorder.average()
+
+
+def context_tokens(entry: dict) -> int:
+    """T: the number of text tokens of the entry's context (B, T, C), as the model receives it."""
+    cond = entry.get("model_conds", {}).get("c_crossattn")
+    if cond is None or getattr(cond, "cond", None) is None:
+        raise GuidanceError("the AI-T2I subject prompt has no text context for the model: encode it with "
+                            "'AI-T2I Subject Prompt' from the checkpoint's own text encoder")
+    return int(cond.cond.shape[1])
+
+
+class MMDiTGuidancePass:
+    """The guidance pass of a joint-attention model (SD3/SD3.5: MMDiT; Flux.1), hooked by
+    joint_attention.install_joint_hooks.
+
+    The maps are recorded at the patch grid (latent / patch) and average-pooled to the
+    chosen layers' factor (the level policy: ai_t2i_attention/layers.py). Made once per
+    guided run: the DiT and the ControlNets on the entry are made grad-capable here."""
+
+    def __init__(self, guider, entry: dict, layers: Sequence[Layer], stop_early: bool = True,
+                 fused_attention: bool = True):
+        self.guider = guider
+        self.model = guider.inner_model
+        self.family = dit_family(self.model)
+        self.entry = entry
+        self.layers = tuple(layers)
+        self.text_tokens = context_tokens(entry)
+        self.stop_early = stop_early
+        self.fused_attention = fused_attention
+        make_grad_capable(self.model.diffusion_model)
+        for module in control_modules(entry):
+            make_grad_capable(module)
+
+    def work_share(self, latent_hw: tuple[int, int]) -> Callable[[Sequence[Layer]], float]:
+        work = dit_work(self.model, latent_hw, self.text_tokens)
+        return lambda layers: work_until(work, [l.key for l in layers])
+
+    def input_scale(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return unet_input_scale(self.model.model_sampling, sigma, x)  # flow models: 1
+
+    def layout(self, latent_hw: tuple[int, int]) -> JointLayout:
+        """Where the context's and the latent's tokens sit in each joint attention."""
+        grid = map_size(latent_hw, self.family.patch)
+        text = (self.family.registers, self.family.registers + self.text_tokens)
+        return JointLayout(text, (text[1], text[1] + grid[0] * grid[1]), grid)
+
+    def attention(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict,
+                  layers: Sequence[Layer]) -> torch.Tensor:
+        recorder = AttentionRecorder(frozenset(l.key for l in layers), stop_early=self.stop_early)
+        run = (lambda key, args: run_block(self.model, key, args)) if self.family.checkpointed else None
+        mo = joint_guidance_options(model_options, recorder, self.layout(tuple(x.shape[-2:])), self.layers, run,
+                                    self.fused_attention)
+        try:
+            comfy.samplers.calc_cond_batch(self.model, [[self.entry]], x, sigma, mo)
+        except StopGuidanceForward:
+            pass
+        if not recorder.complete:
+            missing = sorted(recorder.wanted - set(recorder.seen))
+            raise GuidanceError(f"the AI-T2I hooks did not fire on {len(missing)} blocks (e.g. {missing[0]}): "
+                                "another patch or model wrapper bypasses the joint attention there; connect "
+                                "'AI-T2I Attention Patch' last in the model chain")
+        return pool_maps(recorder.average(), layers[0].factor // self.family.patch)

@@ -71,7 +71,7 @@ class RunRecord:
     subjects: list[str] = field(default_factory=list)
     map_size: Optional[tuple[int, int]] = None
     layers: str = ""  # which cross-attention layers the loss read (describe_layers)
-    pass_work: Optional[float] = None  # estimated fraction of the UNet's forward a guidance pass ran
+    pass_work: Optional[float] = None  # estimated fraction of the network's forward a guidance pass ran
     reports: list[StepReport] = field(default_factory=list)
     maps: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (B, S, H, W) raw maps
     maps_after: dict[int, torch.Tensor] = field(default_factory=dict)  # same, at the step's updated latent
@@ -81,7 +81,7 @@ class RunRecord:
         if self.layers:
             head += f" from {self.layers}"
         if self.pass_work is not None:
-            head += f", guidance pass ~{self.pass_work:.0%} of the UNet"
+            head += f", guidance pass ~{self.pass_work:.0%} of the network"
         return "\n".join([head] + [r.line() for r in self.reports])
 
 

@@ -64,8 +64,8 @@ def unet_parts(diffusion_model) -> Iterator[UNetPart]:
     """Every part of the UNet's forward, in execution order (see UNetPart)."""
     if not isinstance(diffusion_model, UNetModel):
         raise UnsupportedModel(
-            f"AI-T2I supports {SUPPORTED}; this model is a {type(diffusion_model).__name__}. "
-            "Use an SD1.x/SD2.x/SDXL checkpoint.")
+            f"AI-T2I supports {SUPPORTED} and the joint-attention models SD3/SD3.5 (MMDiT) and Flux.1; this model "
+            f"is a {type(diffusion_model).__name__}. Use an SD1.x/SD2.x/SDXL, SD3/SD3.5 or Flux.1 checkpoint.")
     blocks = [("input", i, blk) for i, blk in enumerate(diffusion_model.input_blocks)]
     if diffusion_model.middle_block is not None:
         blocks.append(("middle", 0, diffusion_model.middle_block))

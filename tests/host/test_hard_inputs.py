@@ -212,22 +212,25 @@ def test_sampling_time_errors_leave_the_models_clean(pack, sd15_small):
 def test_unsupported_model_families_name_supported_ones(pack, sd15_small):
     from tools import random_models as builders
     _, clip = sd15_small
-    flux_config = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=64,
-                       hidden_size=32, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6],
-                       theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, dtype=torch.float32)
-    flux = builders._patcher(comfy.supported_models.Flux, flux_config, 0)  # a real (tiny) Flux transformer
+    # Flux.2: the host's Flux class with another text encoder and modulation, which the pack does not map.
+    flux2_config = dict(image_model="flux2", in_channels=16, out_channels=16, vec_in_dim=None, context_in_dim=64,
+                        hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8] * 4,
+                        theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, global_modulation=True,
+                        mlp_silu_act=True, ops_bias=False, dtype=torch.float32)
+    flux2 = builders._patcher(comfy.supported_models.Flux2, flux2_config, 0)  # a real (tiny) Flux.2 transformer
     no_cross = dict(comfy.supported_models.SD15.unet_config)
     no_cross.update(model_channels=32, in_channels=4, out_channels=4, num_res_blocks=[1, 1], channel_mult=[1, 2],
                     transformer_depth=[0, 0], transformer_depth_output=[0, 0, 0, 0], transformer_depth_middle=0,
                     num_heads=8, num_head_channels=-1, use_spatial_transformer=True, legacy=False, image_size=32,
                     dtype=torch.float32)
     unet = builders._patcher(comfy.supported_models.SD15, no_cross, 0)  # a UNet without cross-attention
-    for model, problem in ((flux, "this model is a Flux"), (unet, "this UNet has no cross-attention layers")):
+    for model, problem, fix in ((flux2, "this model is a Flux2", "Use an SD1.x/SD2.x/SDXL, SD3/SD3.5 or Flux.1 checkpoint"),
+                                (unet, "this UNet has no cross-attention layers", "Use an SD1.x/SD2.x/SDXL checkpoint")):
         before = _snapshot(model.model_options)
         with pytest.raises(ValueError) as err:
             patch(pack, model)
         assert problem in str(err.value) and "SD1.x, SD2.x, SDXL" in str(err.value)
-        assert "Use an SD1.x/SD2.x/SDXL checkpoint" in str(err.value)
+        assert fix in str(err.value)
         assert _snapshot(model.model_options) == before
         with pytest.raises(ValueError, match="SD1.x, SD2.x, SDXL"):  # the one-node KSampler patches itself
             import_module(pack.__name__ + ".nodes.host.attention").install_hooks(model)
