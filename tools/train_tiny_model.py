@@ -500,9 +500,10 @@ class GroundingAttention:
         h = extra_options["n_heads"]
         b, n, _ = q.shape
         q, k, v = (t.reshape(b, t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
+        if n != self.tokens_at:  # a layer the loss does not read: the fused kernel, same math
+            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
         p = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, heads, N, T)
-        if n == self.tokens_at:
-            self.store.append(p.mean(dim=1))
+        self.store.append(p.mean(dim=1))
         return (p @ v).transpose(1, 2).reshape(b, n, -1)
 
 
