@@ -152,3 +152,27 @@ def test_flux_example_graph_runs_through_the_executor(host, pack, flux_file, mon
         assert "nan" not in logs[guidance].lower()
     step0 = {g: next(line for line in text.splitlines() if "step   0" in line) for g, text in logs.items()}
     assert step0[1.0] != step0[8.0], "the guidance pass did not see FluxGuidance's value"
+
+
+@pytest.mark.parametrize("name", ["ai_t2i_sd35_custom_sampler", "ai_t2i_flux_dev_custom_sampler"])
+def test_vanilla_branch_differs_from_the_guided_one_only_by_ai_t2i(name):
+    """The unguided SamplerCustomAdvanced beside the guided one: the same noise, sigmas and
+    latent, a guider of the same kind and conditioning on the model before the patch, the
+    base sampler unwrapped; the saved batch is (vanilla, AI-T2I) and the patch is last on
+    the MODEL chain (after ModelSamplingSD3/Flux)."""
+    g = _builders()[name]()
+    runs = [k for k, n in g.items() if n["class_type"] == "SamplerCustomAdvanced"]
+    assert len(runs) == 2
+    guided, vanilla = sorted(runs, key=lambda k: g[g[k]["inputs"]["sampler"][0]]["class_type"] != "AIT2IGuidedSampler")
+    gi, vi = g[guided]["inputs"], g[vanilla]["inputs"]
+    assert g[gi["sampler"][0]]["class_type"] == "AIT2IGuidedSampler"
+    assert vi["sampler"] == g[gi["sampler"][0]]["inputs"]["sampler"]  # the KSamplerSelect it wraps
+    assert [vi[k] for k in ("noise", "sigmas", "latent_image")] == [gi[k] for k in ("noise", "sigmas", "latent_image")]
+    g_guider, v_guider = g[gi["guider"][0]], g[vi["guider"][0]]
+    assert v_guider["class_type"] == g_guider["class_type"] == ("BasicGuider" if "flux" in name else "CFGGuider")
+    patch = g[g_guider["inputs"]["model"][0]]
+    assert patch["class_type"] == "AIT2IAttentionPatch"
+    assert v_guider["inputs"] == {**g_guider["inputs"], "model": patch["inputs"]["model"]}
+    assert g[patch["inputs"]["model"][0]]["class_type"] == ("ModelSamplingFlux" if "flux" in name else "ModelSamplingSD3")
+    saved = g[_only(g, "ImageBatch")]["inputs"]
+    assert [g[saved[k][0]]["inputs"]["samples"][0] for k in ("image1", "image2")] == [vanilla, guided]
