@@ -14,6 +14,11 @@ sys.path.append(str(ROOT))
 from tools import graphs  # noqa: E402
 
 SD15 = "v1-5-pruned-emaonly.safetensors"
+# The file names of the Comfy-Org / Stability AI / Black Forest Labs releases, as ComfyUI's own
+# SD3.5 and Flux examples name them (README, "Example workflows": where each file goes).
+SD35_LARGE = "sd3.5_large.safetensors"
+CLIP_L, CLIP_G, T5XXL = "clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"
+FLUX_DEV, FLUX_AE = "flux1-dev.safetensors", "ae.safetensors"
 EXAMPLES = {
     "ai_t2i_tiny_model_comparison": lambda: graphs.comparison_graph(
         {"tiny": "ai_t2i_tiny_shapes.safetensors"}, "a red circle and a blue square", "circle, square",
@@ -41,6 +46,12 @@ EXAMPLES = {
         {"checkpoint": SD15}, "a red car and a white horse on a country road", "car, horse",
         "red:car, white:horse", seed=1, steps=50, cfg=7.5, size=512), "control_v11p_sd15_canny.pth",
         "canny_edges.png", strength=0.8),
+    "ai_t2i_sd35_custom_sampler": lambda: graphs.sd35_custom_sampling_graph(
+        SD35_LARGE, [CLIP_L, CLIP_G, T5XXL], "a photo of a ginger cat and a black dog sitting on a sofa", "cat, dog",
+        "ginger:cat, black:dog", negative="blurry, low quality, deformed", seed=1, steps=28, cfg=4.5, size=1024),
+    "ai_t2i_flux_dev_custom_sampler": lambda: graphs.flux_custom_sampling_graph(
+        FLUX_DEV, [CLIP_L, T5XXL], FLUX_AE, "a photo of a brown bear and a white rabbit in a forest clearing",
+        "bear, rabbit", "brown:bear, white:rabbit", seed=1, steps=20, guidance=3.5, size=1024),
 }
 
 

@@ -216,3 +216,18 @@ def write_random_lora(path, model, clip=None, rank: int = 4, seed: int = 7, scal
     if not sd:
         raise ValueError("the model has no cross-attention projections a LoRA could target")
     comfy.utils.save_torch_file(sd, str(path))
+
+
+def write_random_flux_dev_file(path, double: int = 1, single: int = 1, seed: int = 0) -> None:
+    """A Flux.1 dev diffusion-model file (the Black Forest Labs key layout) with random
+    weights, that the host's UNETLoader detects as Flux dev. The detection fixes the width
+    (24 heads of 128: hidden size 3072) and the 4096-wide T5 context, so only the number of
+    double- and single-stream blocks is small; stored in bf16 (about 0.7 GB per double block
+    and 0.3 GB per single block)."""
+    import comfy.utils
+    model = flux_model(width=3072, heads=24, double=double, single=single, seed=seed)
+    sd = {k: v.to(torch.bfloat16).contiguous() for k, v in model.model.diffusion_model.state_dict().items()}
+    del model
+    comfy.utils.save_torch_file(sd, str(path) + ".tmp")
+    import os
+    os.replace(str(path) + ".tmp", path)

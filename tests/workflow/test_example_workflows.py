@@ -5,20 +5,23 @@ import asyncio
 import copy
 import json
 import pathlib
+import re
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
 TINY = ROOT / "models" / "ai_t2i_tiny_shapes.safetensors"
-MODEL_KINDS = ("checkpoints", "loras", "controlnet")  # where the examples' model files would live
+# where the examples' model files would live (SD3.5 and Flux: the diffusion model, text encoders, VAE)
+MODEL_KINDS = ("checkpoints", "loras", "controlnet", "diffusion_models", "text_encoders", "vae")
+FILE_WIDGET = re.compile(r".*_name\d*")  # ckpt_name, unet_name, vae_name, clip_name1 ...
 
 
 def _model_file_names():
-    """The model file names the examples reference (any *_name widget value that is a file name)."""
+    """The model file names the examples reference (any *_name or *_nameN widget value that is a file name)."""
     from tools.make_example_workflows import EXAMPLES as BUILDERS
     return {v for make in BUILDERS.values() for node in make().values() for k, v in node["inputs"].items()
-            if k.endswith("_name") and isinstance(v, str) and "." in v}
+            if FILE_WIDGET.fullmatch(k) and isinstance(v, str) and "." in v}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_example_matches_node_definitions(host, path):
 
 def test_renamed_input_is_caught(host):
     from tools.ui_workflow import ui_to_api
-    wf = json.loads(EXAMPLES[0].read_text())
+    wf = json.loads((ROOT / "example_workflows" / "ai_t2i_sd15_comparison.json").read_text())
     broken = copy.deepcopy(wf)
     node = next(n for n in broken["nodes"] if n["type"] == "AIT2IKSampler")
     node["widgets_values"] = node["widgets_values"][:-1]
