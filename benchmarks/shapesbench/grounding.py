@@ -7,7 +7,9 @@ for any tiny model file and any layer set the loss can read, on two kinds of sce
   (the training distribution), with their exact object masks, encoded by the model's
   autoencoder and noised to each timestep t (fixed noise per scene);
 - own images: the model's own vanilla images of the same captions (20 euler steps, cfg
-  5), where the evaluator found both subjects; masks from the evaluator's detections.
+  5), where the evaluator found both subjects; masks from the evaluator's detections;
+  also reported apart where both subjects have their caption's colours and where not
+  (see colours_bound).
 
 Per timestep, maps as the loss reads them (head- and layer-averaged probabilities of the
 chosen layers, each subject the mean of its token columns):
@@ -152,10 +154,21 @@ def own_images(probe, cases, seed: int):
         image = (probe.vae.decode(samples)[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         chosen = _assign(tuple(subjects), detect(image))
         if all(d is not None for d in chosen):
-            out.append((image, np.stack([d.mask for d in chosen])))
+            out.append((image, np.stack([d.mask for d in chosen]), colours_bound(chosen, subjects)))
         else:
             out.append(None)
     return out
+
+
+def colours_bound(chosen, subjects) -> bool:
+    """Every found subject has its caption's colour. A causal text encoder puts the colour
+    word into the shape word's column, so a shape word's map can follow its colour rather
+    than its shape: where the model drew the colours on the wrong shapes, that map lies on
+    the other subject's object. Own images are reported apart by this flag to show it."""
+    return all(c is None or d.color == c for d, (_, c) in zip(chosen, subjects))
+
+
+OWN_KINDS = ("own images", "own, colours right", "own, colours wrong")
 
 
 def run(model_path, layer_sets, n_scenes, seed):
@@ -165,24 +178,28 @@ def run(model_path, layer_sets, n_scenes, seed):
     cases = scenes_and_captions(n_scenes, seed)
     probe = Probe(model_path)
     generated = own_images(probe, cases, seed)
-    acc = {(ls, kind, t): [] for ls in layer_sets for kind in ("renders", "own images") for t in TIMESTEPS}
+    kinds = ("renders",) + OWN_KINDS
+    acc = {(ls, kind, t): [] for ls in layer_sets for kind in kinds for t in TIMESTEPS}
     for kind in ("renders", "own images"):
         for k, (scene, caption, subjects) in enumerate(cases):
             if kind == "renders":
                 image, masks = scenes.render(scene)
+                also = ()
             elif generated[k] is None:
                 continue
             else:
-                image, masks = generated[k]
+                image, masks, bound = generated[k]
+                also = (OWN_KINDS[1] if bound else OWN_KINDS[2],)
             groups, text_cols = probe.groups(caption, [s for s, _ in subjects])
             x0, cond = probe.latent(image), probe.cond(caption)
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed * 1000 + k))
             for ls in layer_sets:
                 for t in TIMESTEPS:
-                    acc[(ls, kind, t)].append(measure(probe.maps(x0, cond, t, noise, ls), groups, text_cols, masks))
+                    m = measure(probe.maps(x0, cond, t, noise, ls), groups, text_cols, masks)
+                    for into in (kind,) + also:
+                        acc[(ls, into, t)].append(m)
     return {ls: {"layers": probe.policy.describe_layers(probe.layers[ls]),
-                 "rows": {(kind, t): _aggregate(acc[(ls, kind, t)]) for kind in ("renders", "own images")
-                          for t in TIMESTEPS}}
+                 "rows": {(kind, t): _aggregate(acc[(ls, kind, t)]) for kind in kinds for t in TIMESTEPS}}
             for ls in layer_sets}
 
 

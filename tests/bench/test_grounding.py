@@ -51,3 +51,17 @@ def test_grounded_maps_point_and_separate_ungrounded_do_not():
     assert flat["ratio"] == pytest.approx([1.0, 1.0]) and flat["cosine"] == pytest.approx(1.0)
     agg = _aggregate([good, flat])
     assert agg["n"] == 2 and agg["pointing"] == pytest.approx((2 + flat["pointing"].count(True)) / 4)
+
+
+def test_colours_bound_reads_each_subjects_caption_colour():
+    from benchmarks.shapesbench.evaluate import Detection
+    from benchmarks.shapesbench.grounding import colours_bound
+
+    def det(shape, color):
+        return Detection(shape, color, (0, 0, 1, 1), 1, np.zeros((2, 2), bool))
+
+    subjects = [("circle", "red"), ("square", "blue")]
+    assert colours_bound([det("circle", "red"), det("square", "blue")], subjects)
+    assert not colours_bound([det("circle", "blue"), det("square", "red")], subjects)  # colours swapped
+    assert not colours_bound([det("circle", "red"), det("square", "green")], subjects)
+    assert colours_bound([det("circle", "green"), det("square", "blue")], [("circle", None), ("square", "blue")])
