@@ -75,6 +75,15 @@ def map_size(latent_hw: tuple[int, int], factor: int) -> tuple[int, int]:
     return -(-h // factor), -(-w // factor)
 
 
+def _check_map_size(latent_hw: tuple[int, int], factor: int) -> None:
+    """Refuse a level whose maps for a latent of latent_hw (h, w) are under 4x4."""
+    h, w = latent_hw
+    map_h, map_w = map_size(latent_hw, factor)
+    if min(map_h, map_w) < 4:
+        raise LayerChoiceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
+                               f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")
+
+
 def layers_of_set(layers: Sequence[Layer], latent_hw: tuple[int, int], level: str, layer_set: str) -> list[Layer]:
     """The layers of `layer_set` at `level` ("auto": the level whose maps are closest to
     16x16) for a latent of latent_hw (h, w)."""
@@ -98,10 +107,7 @@ def layers_of_set(layers: Sequence[Layer], latent_hw: tuple[int, int], level: st
         if factor not in factors:
             raise LayerChoiceError(f"the model has no {layer_set} cross-attention at level {level}; "
                                    f"levels it has: {', '.join('1/%d' % f for f in factors)}")
-    map_h, map_w = map_size(latent_hw, factor)
-    if min(map_h, map_w) < 4:
-        raise LayerChoiceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
-                               f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")
+    _check_map_size(latent_hw, factor)
     return [l for l in usable if l.factor == factor]
 
 
@@ -146,10 +152,7 @@ def _pooled(layers: Sequence[Layer], latent_hw: tuple[int, int], level: str) -> 
             finer = ", ".join(f"1/{f}" for f in (f0, 2 * f0, 4 * f0, 8 * f0) if f"1/{f}" in LEVELS)
             raise LayerChoiceError(f"this joint-attention model attends on a latent/{f0} grid, so level {level} "
                                    f"cannot be made by pooling it; levels it has: auto, {finer}")
-    map_h, map_w = map_size(latent_hw, factor)
-    if min(map_h, map_w) < 4:
-        raise LayerChoiceError(f"a {h}x{w} latent gives no usable attention map at level 1/{factor} "
-                               f"({map_h}x{map_w}, under 4x4); use a larger image or a finer level")
+    _check_map_size(latent_hw, factor)
     return [replace(l, factor=factor) for l in layers]
 
 

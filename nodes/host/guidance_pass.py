@@ -131,6 +131,24 @@ def guidance_model_options(model_options: dict, recorder: AttentionRecorder, fus
     return mo
 
 
+def recorded_forward(model, entry: dict, x: torch.Tensor, sigma: torch.Tensor, model_options: dict,
+                     recorder: AttentionRecorder, parts: str, attention: str) -> torch.Tensor:
+    """Run the prompt entry's branch with the guidance pass's model_options (it stops after
+    the recorder's last layer) and return the recorded (B, H, W, T) maps. A hooked layer that
+    did not fire is an error: another patch or wrapper bypassed `attention` there (`parts`
+    names the hooked units in the message)."""
+    try:
+        comfy.samplers.calc_cond_batch(model, [[entry]], x, sigma, model_options)
+    except StopGuidanceForward:
+        pass
+    if not recorder.complete:
+        missing = sorted(recorder.wanted - set(recorder.seen))
+        raise GuidanceError(f"the AI-T2I hooks did not fire on {len(missing)} {parts} (e.g. {missing[0]}): "
+                            f"another patch or model wrapper bypasses {attention} there; connect "
+                            "'AI-T2I Attention Patch' last in the model chain")
+    return recorder.average()
+
+
 class UNetGuidancePass:
     """The guidance pass of a ComfyUI UNet (openaimodel), hooked by install_hooks.
 
@@ -159,16 +177,8 @@ class UNetGuidancePass:
                   layers: Sequence[Layer]) -> torch.Tensor:
         recorder = AttentionRecorder(frozenset(l.key for l in layers), stop_early=self.stop_early)
         mo = guidance_model_options(model_options, recorder, self.fused_attention)
-        try:
-            comfy.samplers.calc_cond_batch(self.guider.inner_model, [[self.entry]], x, sigma, mo)
-        except StopGuidanceForward:
-            pass
-        if not recorder.complete:
-            missing = sorted(recorder.wanted - set(recorder.seen))
-            raise GuidanceError(f"the AI-T2I hooks did not fire on {len(missing)} layers (e.g. {missing[0]}): "
-                                "another patch or model wrapper bypasses cross-attention there; connect "
-                                "'AI-T2I Attention Patch' last in the model chain")
-        return recorder.average()
+        return recorded_forward(self.guider.inner_model, self.entry, x, sigma, mo, recorder,
+                                "layers", "cross-attention")
 
 
 def context_tokens(entry: dict) -> int:
@@ -221,13 +231,5 @@ class MMDiTGuidancePass:
         run = (lambda key, args: run_block(self.model, key, args)) if self.family.checkpointed else None
         mo = joint_guidance_options(model_options, recorder, self.layout(tuple(x.shape[-2:])), self.layers, run,
                                     self.fused_attention)
-        try:
-            comfy.samplers.calc_cond_batch(self.model, [[self.entry]], x, sigma, mo)
-        except StopGuidanceForward:
-            pass
-        if not recorder.complete:
-            missing = sorted(recorder.wanted - set(recorder.seen))
-            raise GuidanceError(f"the AI-T2I hooks did not fire on {len(missing)} blocks (e.g. {missing[0]}): "
-                                "another patch or model wrapper bypasses the joint attention there; connect "
-                                "'AI-T2I Attention Patch' last in the model chain")
-        return pool_maps(recorder.average(), layers[0].factor // self.family.patch)
+        maps = recorded_forward(self.model, self.entry, x, sigma, mo, recorder, "blocks", "the joint attention")
+        return pool_maps(maps, layers[0].factor // self.family.patch)

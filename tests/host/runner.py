@@ -46,3 +46,12 @@ def run(model, sampler, positive, negative, size=16, steps=4, seed=1, batch=1, s
     with torch.inference_mode():
         return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent, seed=seed,
                                           disable_pbar=True)
+
+
+def options_snapshot(obj):
+    """The structure of model_options with leaves by identity: any in-place change shows."""
+    if isinstance(obj, dict):
+        return {k: options_snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__, tuple(options_snapshot(v) for v in obj))
+    return ("leaf", id(obj))

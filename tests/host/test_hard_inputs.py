@@ -61,19 +61,10 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.supported_models
-from runner import encode, guided_sampler, patch, plain, run
+from runner import encode, guided_sampler, options_snapshot as _snapshot, patch, plain, run
 
 PROMPT, SUBJECTS = "a cat and a dog", "cat, dog"
 TINY = {"tiny": "ai_t2i_tiny_shapes.safetensors"}
-
-
-def _snapshot(obj):
-    """The structure of model_options with leaves by identity: any in-place change shows."""
-    if isinstance(obj, dict):
-        return {k: _snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__, tuple(_snapshot(v) for v in obj))
-    return ("leaf", id(obj))
 
 
 def _next_run_works(pack, model, clip, size=8):

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
-from runner import guided_sampler, patch
+from runner import guided_sampler, options_snapshot as _snapshot, patch
 
 T = 12  # text tokens of the test context
 SUBJECTS = ((2,), (5, 6))  # the subjects' context columns (the second spans two tokens)
@@ -21,15 +21,6 @@ LATENT = 32  # 32x32 latent: a 16x16 patch grid
 
 def _mod(pack, name):
     return import_module(f"{pack.__name__}.{name}")
-
-
-def _snapshot(obj):
-    """The structure of model_options with leaves by identity: any in-place change shows."""
-    if isinstance(obj, dict):
-        return {k: _snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__, tuple(_snapshot(v) for v in obj))
-    return ("leaf", id(obj))
 
 
 FAMILIES = {
