@@ -127,7 +127,7 @@ _SCENES = None
 def render_example(seed_index):
     """Example ``index``, deterministic: (uint8 image (128,128,3), caption, object masks at
     latent resolution (n, 16, 16) float32 area coverage, each object's caption words).
-    ``seed_index`` is (seed, index) or (seed, index, p_one, p_two): the data mix."""
+    ``seed_index`` is (seed, index) or (seed, index, p_one, p_two[, p_colors]): the data mix."""
     global _SCENES
     if _SCENES is None:
         _SCENES = _import_scenes()
@@ -672,7 +672,11 @@ def train_unet(args, tm, cfg, device):
             buf_tok[slot] = toks[j]
             buf_cap[slot] = caps[j]
             buf_mask[slot] = torch.from_numpy(masks[j]).reshape(len(masks[j]), -1)
-            buf_cols[slot] = word_columns(tokenizer, toks[j], words[j])
+            # "shape": only the shape word's columns are grounded, so that column itself must
+            # find its object (with "caption" the mean over colour and shape columns could be met
+            # by the colour column alone, and the shape word's map then follows its colour).
+            obj_words = [w[:1] for w in words[j]] if args.ground_words == "shape" else words[j]
+            buf_cols[slot] = word_columns(tokenizer, toks[j], obj_words)
         produced += count
 
     source = ExampleSource(args.seed, args.workers, args.fresh, args.mix)
@@ -791,7 +795,8 @@ def export(args, tm, cfg):
         cfg.notes.update({"init_from": os.path.basename(args.init_from), "freeze_text": args.freeze_text,
                           "padding_dropout": args.padding_dropout, "grounding_weight": args.grounding_weight,
                           "mix": list(args.mix), "unet_lr": args.unet_lr,
-                          "grounding_floor": args.grounding_floor, "grounding_terms": "token+share+separate"})
+                          "grounding_floor": args.grounding_floor, "grounding_terms": "token+share+separate",
+                          "ground_words": args.ground_words})
     size = tm.save_tiny_model(args.export, cfg, unet, text, taesd)
     n = lambda m: sum(p.numel() for p in m.parameters())
     log(f"exported {args.export}: {size / 1e6:.2f} MB; params unet {n(unet)}, text {n(text)}, "
@@ -885,7 +890,11 @@ def main(argv=None):
     ap.add_argument("--content-free-end", action="store_true",
                     help="the text encoder outputs zero at the end token and padding (TinyModelConfig.content_free_end)")
     ap.add_argument("--mix", type=lambda v: tuple(float(x) for x in v.split(",")), default=(),
-                    help="data mix 'p_one,p_two' (default: scenes.TRAINING_MIX)")
+                    help="data mix 'p_one,p_two[,p_colors]' (default: scenes.TRAINING_MIX; three objects "
+                         "take 1 - p_one - p_two, p_colors is the share of captions with colour words)")
+    ap.add_argument("--ground-words", choices=("caption", "shape"), default="caption",
+                    help="words whose maps the grounding loss reads: each object's shape and colour words "
+                         "(caption) or its shape word alone (shape)")
     args = ap.parse_args(argv)
 
     _setup_paths(args.device)

@@ -9,7 +9,9 @@ for any tiny model file and any layer set the loss can read, on two kinds of sce
 - own images: the model's own vanilla images of the same captions (20 euler steps, cfg
   5), where the evaluator found both subjects; masks from the evaluator's detections;
   also reported apart where both subjects have their caption's colours and where not
-  (see colours_bound).
+  (see colours_bound). With ``--methods vanilla,ai_t2i`` the same captions and seeds are
+  also sampled with a guidance method (KSampler (AI-T2I), the benchmark's settings), so
+  the table shows grounding before and after guidance.
 
 Per timestep, maps as the loss reads them (head- and layer-averaged probabilities of the
 chosen layers, each subject the mean of its token columns):
@@ -21,7 +23,14 @@ chosen layers, each subject the mean of its token columns):
   than the other object's);
 - cosine: cosine similarity of the two subjects' maps (1 = the same map).
 
+On renders also ``x0 finds``: how often the model's own denoised estimate at t (the
+conditional prediction of the clean image, decoded) has the pixels nearest a subject's
+caption colour on that subject's object. It reads no attention: it says how much of the
+layout the noisy latent still holds for this model, a ceiling for what any map could point
+at.
+
     .venv/bin/python benchmarks/shapesbench/grounding.py --scenes 48 --layers down,down+up
+    .venv/bin/python benchmarks/shapesbench/grounding.py --methods vanilla,ai_t2i --layers auto
 """
 from __future__ import annotations
 
@@ -92,6 +101,15 @@ class Probe:
                 self.attention.installed_layers(self.patched.model_options), hw, "auto", layer_set, share)
         return self.layers[layer_set]
 
+    def denoised_image(self, x0, cond, t: int, noise):
+        """(H, W, 3) float in [0, 1]: the conditional denoised estimate at timestep t, decoded."""
+        import comfy.model_management
+        ms = self.patched.get_model_object("model_sampling")
+        sigma = ms.sigmas[t].reshape(1)
+        comfy.model_management.load_models_gpu([self.patched])
+        den = self.patched.model.apply_model(x0 + sigma.reshape(1, 1, 1, 1) * noise, sigma, c_crossattn=cond)
+        return self.vae.decode(self.patched.model.process_latent_out(den))[0].clamp(0, 1).double()
+
     def maps(self, x0, cond, t: int, noise, layer_set: str):
         """(1, h, w, T) averaged probabilities of `layer_set` at timestep t for clean latent x0."""
         import torch
@@ -135,22 +153,61 @@ def measure(avg, groups, text_columns, masks):
     return out
 
 
-def own_images(probe, cases, seed: int):
-    """The model's own vanilla images of each caption, with the evaluator's masks for
-    the two subjects where it found both (else None)."""
+def colour_pointing(image, colours, masks, hw) -> list:
+    """Per subject: does the cell nearest its colour lie on its own object?
+
+    image: (H, W, 3) float in [0, 1]; colours: per subject an RGB triple in 0..255; masks:
+    (2, H, W) bool; hw: the grid (h, w) the maps are read at. Same rule as the maps' pointing.
+    """
+    import torch
+    import torch.nn.functional as F
+    h, w = hw
+    img = torch.as_tensor(image, dtype=torch.float64).permute(2, 0, 1)[None]  # (1, 3, H, W)
+    cover = F.interpolate(torch.from_numpy(masks.astype(np.float64))[None], size=(h, w), mode="area")[0]
+    out = []
+    for s, rgb in enumerate(colours):
+        c = torch.tensor(rgb, dtype=torch.float64).view(1, 3, 1, 1) / 255.0
+        near = -F.interpolate((img - c).square().sum(1, keepdim=True).sqrt(), size=(h, w), mode="area")[0, 0]
+        y, x = divmod(int(near.flatten().argmax()), w)
+        out.append(bool(cover[s, y, x] > 0 and cover[s, y, x] > cover[1 - s, y, x]))
+    return out
+
+
+def _sample(probe, caption: str, subjects, seed: int, method: str, layers: str):
+    """One image's latent (1, 4, h, w): vanilla through comfy.sample as KSampler runs it, a
+    guidance method through KSampler (AI-T2I) with the benchmark's settings (run.py)."""
     import torch
     import comfy.sample
-    import comfy.samplers
+    from benchmarks.shapesbench.run import METHODS
+
+    neg = probe.clip.encode_from_tokens_scheduled(probe.clip.tokenize(""))
+    latent = torch.zeros(1, 4, 16, 16)
+    if method == "vanilla":
+        pos = probe.clip.encode_from_tokens_scheduled(probe.clip.tokenize(caption))
+        noise = comfy.sample.prepare_noise(latent, seed)
+        return comfy.sample.sample(probe.model, noise, 20, 5.0, "euler", "normal", pos, neg, latent,
+                                   disable_pbar=True, seed=seed)
+    if method not in METHODS:
+        raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    prompt = _pack_module("nodes.subject_prompt").AIT2ISubjectPrompt
+    sampler = _pack_module("nodes.ksampler").AIT2IKSampler
+    pos = prompt.execute(clip=probe.clip, text=caption, subjects=", ".join(s for s, _ in subjects),
+                         attributes=", ".join(f"{c}:{s}" for s, c in subjects if c)).result[0]
+    out = sampler.execute(model=probe.patched, seed=seed, steps=20, cfg=5.0, sampler_name="euler",
+                          scheduler="normal", positive=pos, negative=neg, latent_image={"samples": latent},
+                          denoise=1.0, method=METHODS[method], strength=1.0, start_percent=0.0, end_percent=0.5,
+                          layers=layers)
+    return out.result[0]["samples"]
+
+
+def own_images(probe, cases, seed: int, method: str = "vanilla", layers: str = "auto"):
+    """The model's own images of each caption (case k from noise seed seed + k), with the
+    evaluator's masks for the two subjects where it found both (else None)."""
     from benchmarks.shapesbench.evaluate import _assign, detect
 
     out = []
     for k, (_, caption, subjects) in enumerate(cases):
-        pos = probe.clip.encode_from_tokens_scheduled(probe.clip.tokenize(caption))
-        neg = probe.clip.encode_from_tokens_scheduled(probe.clip.tokenize(""))
-        latent = torch.zeros(1, 4, 16, 16)
-        noise = comfy.sample.prepare_noise(latent, seed + k)
-        samples = comfy.sample.sample(probe.model, noise, 20, 5.0, "euler", "normal", pos, neg, latent,
-                                      disable_pbar=True, seed=seed + k)
+        samples = _sample(probe, caption, subjects, seed + k, method, layers)
         image = (probe.vae.decode(samples)[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         chosen = _assign(tuple(subjects), detect(image))
         if all(d is not None for d in chosen):
@@ -171,32 +228,43 @@ def colours_bound(chosen, subjects) -> bool:
 OWN_KINDS = ("own images", "own, colours right", "own, colours wrong")
 
 
-def run(model_path, layer_sets, n_scenes, seed):
+def own_kinds(method: str) -> tuple:
+    """Row labels of one method's own images (vanilla's are the plain ones)."""
+    return OWN_KINDS if method == "vanilla" else tuple(f"{k} [{method}]" for k in OWN_KINDS)
+
+
+def run(model_path, layer_sets, n_scenes, seed, methods=("vanilla",), sample_layers="auto"):
     import torch
     from benchmarks.shapesbench import scenes
 
     cases = scenes_and_captions(n_scenes, seed)
     probe = Probe(model_path)
-    generated = own_images(probe, cases, seed)
-    kinds = ("renders",) + OWN_KINDS
+    generated = {m: own_images(probe, cases, seed, m, sample_layers) for m in methods}
+    kinds = ("renders",) + tuple(k for m in methods for k in own_kinds(m))
     acc = {(ls, kind, t): [] for ls in layer_sets for kind in kinds for t in TIMESTEPS}
-    for kind in ("renders", "own images"):
+    for source in ("renders",) + tuple(methods):
         for k, (scene, caption, subjects) in enumerate(cases):
-            if kind == "renders":
+            if source == "renders":
                 image, masks = scenes.render(scene)
-                also = ()
-            elif generated[k] is None:
+                into_kinds = ("renders",)
+            elif generated[source][k] is None:
                 continue
             else:
-                image, masks, bound = generated[k]
-                also = (OWN_KINDS[1] if bound else OWN_KINDS[2],)
+                image, masks, bound = generated[source][k]
+                labels = own_kinds(source)
+                into_kinds = (labels[0], labels[1] if bound else labels[2])
             groups, text_cols = probe.groups(caption, [s for s, _ in subjects])
             x0, cond = probe.latent(image), probe.cond(caption)
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed * 1000 + k))
-            for ls in layer_sets:
-                for t in TIMESTEPS:
+            for t in TIMESTEPS:
+                finds = None
+                if source == "renders":  # the caption's colours are the objects' colours only here
+                    est = probe.denoised_image(x0, cond, t, noise)
+                    finds = colour_pointing(est, [scenes.COLORS[c] for _, c in subjects], masks, x0.shape[-2:])
+                for ls in layer_sets:
                     m = measure(probe.maps(x0, cond, t, noise, ls), groups, text_cols, masks)
-                    for into in (kind,) + also:
+                    m["x0_pointing"] = finds
+                    for into in into_kinds:
                         acc[(ls, into, t)].append(m)
     return {ls: {"layers": probe.policy.describe_layers(probe.layers[ls]),
                  "rows": {(kind, t): _aggregate(acc[(ls, kind, t)]) for kind in kinds for t in TIMESTEPS}}
@@ -213,22 +281,26 @@ def _aggregate(acc):
             "end+padding": float(np.mean([a["share"]["end+padding"] for a in acc])),
             "ratio": float(np.median([r for a in acc for r in a["ratio"]])),
             "pointing": float(np.mean([p for a in acc for p in a["pointing"]])),
-            "cosine": float(np.mean([a["cosine"] for a in acc]))}
+            "cosine": float(np.mean([a["cosine"] for a in acc])),
+            "x0_pointing": (float(np.mean([p for a in acc for p in a["x0_pointing"]]))
+                            if all(a.get("x0_pointing") is not None for a in acc) else None)}
 
 
 def table(report, model_name: str) -> str:
     lines = [f"Grounding of `{model_name}`: attention share of start token / words / end token and padding, "
-             "own/other density ratio (median over subjects), pointing rate, cosine of the two subjects' maps.", "",
-             "| layers | scenes | t | n | start | words | end+pad | own/other | pointing | cosine |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "own/other density ratio (median over subjects), pointing rate, cosine of the two subjects' maps; "
+             "x0 finds: how often the model's denoised estimate has a subject's colour on its object (renders "
+             "only; no attention read: what the noisy latent still tells this model).", "",
+             "| layers | scenes | t | n | start | words | end+pad | own/other | pointing | cosine | x0 finds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for layer_set, r in report.items():
         for (kind, t), v in r["rows"].items():
             if v["n"] == 0:
-                lines.append(f"| {layer_set}: {r['layers']} | {kind} | {t} | 0 | | | | | | |")
+                lines.append(f"| {layer_set}: {r['layers']} | {kind} | {t} | 0 | | | | | | | |")
                 continue
             lines.append(f"| {layer_set}: {r['layers']} | {kind} | {t} | {v['n']} | {v['start']:.3f} | "
                          f"{v['words']:.3f} | {v['end+padding']:.3f} | {v['ratio']:.2f} | {v['pointing']:.2f} | "
-                         f"{v['cosine']:.2f} |")
+                         f"{v['cosine']:.2f} | {'' if v['x0_pointing'] is None else format(v['x0_pointing'], '.2f')} |")
     return "\n".join(lines)
 
 
@@ -238,6 +310,9 @@ def main():
     ap.add_argument("--layers", default="down,down+up", help="comma separated layer sets (auto, down, down+up, ...)")
     ap.add_argument("--scenes", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default="vanilla",
+                    help="comma separated: whose own images are measured (vanilla, ai_t2i, attend_and_excite, ...)")
+    ap.add_argument("--sample-layers", default="auto", help="layer set the guided methods read while sampling")
     ap.add_argument("--out", default=None, help="write the table (.md) and figures (.json) here")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -247,7 +322,8 @@ def main():
     from tools.comfy_runner import Host
     Host()
     with torch.no_grad():
-        report = run(args.model, args.layers.split(","), args.scenes, args.seed)
+        report = run(args.model, args.layers.split(","), args.scenes, args.seed, tuple(args.methods.split(",")),
+                     args.sample_layers)
     name = pathlib.Path(args.model).name if args.model else "ai_t2i_tiny_shapes.safetensors"
     text = table(report, name)
     print(text)

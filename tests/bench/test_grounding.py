@@ -65,3 +65,20 @@ def test_colours_bound_reads_each_subjects_caption_colour():
     assert not colours_bound([det("circle", "blue"), det("square", "red")], subjects)  # colours swapped
     assert not colours_bound([det("circle", "red"), det("square", "green")], subjects)
     assert colours_bound([det("circle", "green"), det("square", "blue")], [("circle", None), ("square", "blue")])
+
+
+def test_colour_pointing_finds_each_colour_on_its_own_object():
+    """The ceiling column on a clean render: each subject's colour lies on its own object;
+    with the colours swapped it lies on the other one; on a blank image on neither."""
+    from benchmarks.shapesbench import scenes
+    from benchmarks.shapesbench.grounding import colour_pointing
+
+    scene = scenes.sample_scene(np.random.default_rng(3), 2)
+    image, masks = scenes.render(scene)
+    img = image.astype(np.float64) / 255.0
+    colours = [scenes.COLORS[o.color] for o in scene.objects]
+    assert colour_pointing(img, colours, masks, (16, 16)) == [True, True]
+    assert colour_pointing(img, colours[::-1], masks, (16, 16)) == [False, False]
+    blank = np.full_like(img, 0.9)
+    blank[:8, :8] = np.array(colours[0]) / 255.0  # a patch of the first colour on neither object
+    assert colour_pointing(blank, colours[:1] + colours[:1], masks, (16, 16)) == [False, False]
