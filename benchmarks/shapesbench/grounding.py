@@ -26,8 +26,7 @@ chosen layers, each subject the mean of its token columns):
 On renders also ``x0 finds``: how often the model's own denoised estimate at t (the
 conditional prediction of the clean image, decoded) has the pixels nearest a subject's
 caption colour on that subject's object. It reads no attention: it says how much of the
-layout the noisy latent still holds for this model, a ceiling for what any map could point
-at.
+layout the noisy latent still holds for this model, a yardstick for the maps' pointing.
 
     .venv/bin/python benchmarks/shapesbench/grounding.py --scenes 48 --layers down,down+up
     .venv/bin/python benchmarks/shapesbench/grounding.py --methods vanilla,ai_t2i --layers auto
@@ -178,6 +177,8 @@ def _sample(probe, caption: str, subjects, seed: int, method: str, layers: str):
     guidance method through KSampler (AI-T2I) with the benchmark's settings (run.py)."""
     import torch
     import comfy.sample
+    from benchmarks.shapesbench.evaluate import PromptSpec
+    from benchmarks.shapesbench.prompts import subject_prompt_inputs
     from benchmarks.shapesbench.run import METHODS
 
     neg = probe.clip.encode_from_tokens_scheduled(probe.clip.tokenize(""))
@@ -191,8 +192,8 @@ def _sample(probe, caption: str, subjects, seed: int, method: str, layers: str):
         raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     prompt = _pack_module("nodes.subject_prompt").AIT2ISubjectPrompt
     sampler = _pack_module("nodes.ksampler").AIT2IKSampler
-    pos = prompt.execute(clip=probe.clip, text=caption, subjects=", ".join(s for s, _ in subjects),
-                         attributes=", ".join(f"{c}:{s}" for s, c in subjects if c)).result[0]
+    spec = PromptSpec(caption, tuple(subjects))
+    pos = prompt.execute(clip=probe.clip, text=caption, **subject_prompt_inputs(spec)).result[0]
     out = sampler.execute(model=probe.patched, seed=seed, steps=20, cfg=5.0, sampler_name="euler",
                           scheduler="normal", positive=pos, negative=neg, latent_image={"samples": latent},
                           denoise=1.0, method=METHODS[method], strength=1.0, start_percent=0.0, end_percent=0.5,

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from benchmarks.shapesbench.evaluate import PromptSpec, detect, score  # noqa: E402
-from benchmarks.shapesbench.prompts import EVAL_PROMPTS, attribute_pairs, subject_words  # noqa: E402
+from benchmarks.shapesbench.prompts import EVAL_PROMPTS, subject_prompt_inputs, subject_words  # noqa: E402
 from benchmarks.shapesbench.run import (DEFAULT_MODEL, LocalExecutor, ResultsWriter, image_grid,  # noqa: E402
                                         parse_prompt_selection, read_results)
 
@@ -76,8 +76,8 @@ def build_graph(spec: PromptSpec, boxes: str, method: str, args, prefix: str) ->
     """API graph of one job (all seeds as one batch); images come out of node "7"."""
     g = {
         "1": _n("AIT2ITinyModelLoader", model_name=args.model.name),
-        "2": _n("AIT2ISubjectPrompt", clip=["1", 1], text=spec.text, subjects=", ".join(subject_words(spec)),
-                attributes=", ".join(f"{c}:{s}" for c, s in attribute_pairs(spec))),
+        "2": _n("AIT2ISubjectPrompt", clip=["1", 1], text=spec.text,
+                **subject_prompt_inputs(spec)),
         "3": _n("CLIPTextEncode", clip=["1", 1], text=""),
         "4": _n("EmptyLatentImage", width=CANVAS, height=CANVAS, batch_size=args.seeds),
     }

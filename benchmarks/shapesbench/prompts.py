@@ -85,3 +85,9 @@ def subject_words(spec: PromptSpec) -> list[str]:
 def attribute_pairs(spec: PromptSpec) -> list[tuple[str, str]]:
     """(colour word, shape word) for every subject that has a colour."""
     return [(color, shape) for shape, color in spec.subjects if color is not None]
+
+
+def subject_prompt_inputs(spec: PromptSpec) -> dict:
+    """The subjects and attributes widgets of AI-T2I Subject Prompt for this prompt."""
+    return {"subjects": ", ".join(subject_words(spec)),
+            "attributes": ", ".join(f"{c}:{s}" for c, s in attribute_pairs(spec))}

@@ -62,7 +62,7 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from benchmarks.shapesbench.evaluate import PromptSpec, score, summarize  # noqa: E402
-from benchmarks.shapesbench.prompts import EVAL_PROMPTS, attribute_pairs, subject_words  # noqa: E402
+from benchmarks.shapesbench.prompts import EVAL_PROMPTS, subject_prompt_inputs  # noqa: E402
 from benchmarks.shapesbench import scenes  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "ai_t2i_tiny_shapes.safetensors"
@@ -115,11 +115,9 @@ def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int,
                 prefix: str, layers: str = "auto") -> dict:
     """The API-format graph of one job. The saved images are node "7"'s output."""
     node_method = METHODS[method]
-    subjects = ", ".join(subject_words(spec))
-    attributes = ", ".join(f"{c}:{s}" for c, s in attribute_pairs(spec))
     g = {
         "1": _n("AIT2ITinyModelLoader", model_name=model_name),
-        "2": _n("AIT2ISubjectPrompt", clip=["1", 1], text=spec.text, subjects=subjects, attributes=attributes),
+        "2": _n("AIT2ISubjectPrompt", clip=["1", 1], text=spec.text, **subject_prompt_inputs(spec)),
         "3": _n("CLIPTextEncode", clip=["1", 1], text=""),
         "4": _n("EmptyLatentImage", width=128, height=128, batch_size=batch),
     }
