@@ -120,7 +120,11 @@ def report_scores(out: pathlib.Path, prompt: str, subjects: str, batch: int) -> 
             rows = [json.loads(line) for line in path.open()]
             rates = {m: summarize([r for r in rows if r["method"] == m]) for m in ("vanilla", "ai_t2i")}
             n = sum(r["method"] == "vanilla" for r in rows)
-            label = f"ShapesBench ({n} images per method, 34 prompts, layers down+up; {sel})"
+            guided = [r for r in rows if r["method"] == "ai_t2i"]
+            settings = ", ".join(f"{k} {'/'.join(sorted({str(r.get(k)) for r in guided}))}"
+                                 for k in ("strength", "layers"))
+            label = (f"ShapesBench ({n} images per method, {len({r['prompt'] for r in rows})} prompts, "
+                     f"AI-T2I {settings}; {sel})")
         print(f"{label}: " + "; ".join(
             f"{m} every subject present {r['present'][0]:.2f}, correct {r['correct'][0]:.2f}" for m, r in rates.items()))
 

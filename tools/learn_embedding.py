@@ -13,8 +13,10 @@ At the end it samples single-shape prompts with the learned embedding, loaded ba
 the host's embedding path, and counts how often the new shape is detected (the ShapesBench
 detector extended with the new shape): the honest check that learning worked.
 
-    OMP_NUM_THREADS=1 .venv/bin/python tools/learn_embedding.py --shape diamond --name diamond \\
-        --out models/embeddings/diamond.safetensors
+    # the shipped embedding: a star, learned from the word "square" (the control: a shape the
+    # model knows, so the check says whether learning works at all)
+    OMP_NUM_THREADS=1 .venv/bin/python tools/learn_embedding.py --shape star --init square --steps 400 \\
+        --out models/embeddings/learned_star.safetensors
 """
 from __future__ import annotations
 

@@ -95,10 +95,26 @@ SINGLE_GRID: list[PromptSpec] = [
 ]
 
 # Settings that must match for lines of one results.jsonl to be comparable.
-RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "job", "noise_seed", "model", "strength", "end_percent",
-            "layers")
-# Rows written before a setting existed were made with its value then.
-LEGACY_VALUES = {"layers": "down+up"}
+RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "job", "noise_seed", "model", "model_sha256", "strength",
+            "end_percent", "layers")
+# Rows written before a setting existed were made with its value then; the model's digest
+# was not kept, so such rows never match a run that knows it (two models can share a name).
+LEGACY_VALUES = {"layers": "down+up", "model_sha256": None}
+
+
+def run_settings(args) -> dict:
+    """The settings a row is made under, as RUN_KEYS names them (the model by file name)."""
+    return {k: args.model.name if k == "model" else getattr(args, k) for k in RUN_KEYS}
+
+
+def model_digest(path: pathlib.Path) -> str:
+    """The first 12 hex digits of the file's SHA-256: tells apart models that share a name."""
+    import hashlib
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------
@@ -307,7 +323,7 @@ def run_job(executor, spec: PromptSpec, p: int, method: str, seed_ids: list[int]
             "subjects": [list(x) for x in spec.subjects], "method": method,
             "node_method": METHODS[method] or "KSampler", "seed": s,
             "batch_index": i if args.job == "batch" else 0, "image": f"images/{name}",
-            **{k: getattr(args, k) if k != "model" else args.model.name for k in RUN_KEYS},
+            **run_settings(args),
             "job_seconds": round(seconds, 3), "seconds_per_image": round(seconds / batch, 3),
             **{k: v for k, v in result.items()},
         })
@@ -327,7 +343,7 @@ def run(args) -> None:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
 
     existing = read_results(results_path, repair=True)
-    mine = {k: getattr(args, k) if k != "model" else args.model.name for k in RUN_KEYS}
+    mine = run_settings(args)
     for row in existing:
         other = {k: row.get(k, LEGACY_VALUES.get(k)) for k in RUN_KEYS}
         if other != mine:
@@ -621,8 +637,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scheduler", default="normal")
     ap.add_argument("--strength", type=float, default=1.0, help="AI-T2I / A&E step size multiplier")
     ap.add_argument("--end-percent", type=float, default=0.5, help="guidance stops at this fraction of the steps")
-    ap.add_argument("--layers", default="auto", help="layer set the guided methods read (the committed results: "
-                                                     "down+up, the default before 'auto')")
+    ap.add_argument("--layers", default="auto", help="layer set the guided methods read (rows made before 'auto' "
+                                                     "existed read down+up)")
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="the tiny model file (see the docstring)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (in-process runs)")
     ap.add_argument("--single", action="store_true", help="run the one-object prompts instead of EVAL_PROMPTS")
@@ -636,6 +652,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.servers and not args.model.is_file():
         raise SystemExit(f"no tiny model at {args.model}: train one with tools/train_tiny_model.py or pass --model")
+    # Servers load the model by name from their own folders; a local copy, when there is one, is the same file.
+    args.model_sha256 = model_digest(args.model) if args.model.is_file() else None
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

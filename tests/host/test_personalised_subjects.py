@@ -109,7 +109,7 @@ def test_learned_embedding_through_the_loaders_embeddings_folder(pack, tmp_path,
 
     import folder_paths
     from comfy_host import ROOT
-    src = ROOT / "models" / "embeddings" / "diamond.safetensors"
+    src = ROOT / "models" / "embeddings" / "learned_star.safetensors"
     shutil.copy(src, tmp_path / "learned_shape.safetensors")
     folder_paths.add_model_folder_path("embeddings", str(tmp_path))
     with torch.inference_mode():

@@ -55,3 +55,10 @@ def test_one_prompt_two_methods_and_resume(tmp_path):
     main(argv)
     assert [(r["seed"], r["method"]) for r in _lines(results)] == [(0, "vanilla"), (0, "ai_t2i")]
     assert results.read_bytes().startswith(first)
+
+    # Rows made with another model of the same file name are refused, not mixed in.
+    from benchmarks.shapesbench.run import model_digest
+    assert {r["model_sha256"] for r in _lines(results)} == {model_digest(MODEL_FILE)}
+    results.write_text("".join(json.dumps({**r, "model_sha256": "0" * 12}) + "\n" for r in _lines(results)))
+    with pytest.raises(SystemExit, match="other settings"):
+        main(argv)
