@@ -1,0 +1,129 @@
+"""Compare ShapesBench runs kept in several folders: one table, gains with intervals.
+
+A results folder holds rows of one set of settings (run.py refuses to mix them), so runs of
+another strength or layer set go to folders of their own. This reads several of them, names
+each row set by its method plus the settings that differ between the folders
+("ai_t2i strength 0.25", "ai_t2i layers down+up"), and writes the rates, the failures by type
+and the paired gains (same prompts and seeds) with 95 % prompt-bootstrap intervals for
+"present" and "correct". The folders must share model, noise, steps and sampler: rows are
+paired by (prompt, seed), which only means the same starting noise when those agree.
+
+    .venv/bin/python benchmarks/shapesbench/compare.py results/shapesbench \\
+        results/shapesbench_tuned/* results/shapesbench_down_up \\
+        --pairs "ai_t2i layers down+up:ai_t2i" --out results/shapesbench_compare.md
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from benchmarks.shapesbench.run import (FAILURE_KINDS, GAIN_CI_KEYS, GAIN_HEADER, KEYS, LEGACY_VALUES,  # noqa: E402
+                                        _gain_lines, _rate_table, failure_kinds, read_results)
+
+# Settings rows may differ in between folders (they name the row sets); every other setting
+# must agree, or the rows would not start from the same noise.
+VARYING = ("strength", "layers", "end_percent")
+SHARED = ("model", "model_sha256", "steps", "cfg", "sampler", "scheduler", "job", "noise_seed")
+
+
+def labelled_rows(folders: list[pathlib.Path]) -> list[dict]:
+    """Every folder's rows, each with "method" renamed to its row set's label."""
+    per_folder = []
+    for folder in folders:
+        rows = read_results(folder / "results.jsonl")
+        if not rows:
+            raise SystemExit(f"{folder / 'results.jsonl'} has no rows")
+        per_folder.append((folder, rows))
+    shared = {(k, rows[0].get(k, LEGACY_VALUES.get(k))) for _, rows in per_folder for k in SHARED}
+    if len({k for k, _ in shared}) != len(shared):
+        clash = sorted({k for k, _ in shared if sum(k == j for j, _ in shared) > 1})
+        raise SystemExit(f"the folders differ in {', '.join(clash)}: their rows do not start from the same "
+                         "noise and model, so they cannot be paired")
+    setting = lambda r, k: r.get(k, LEGACY_VALUES.get(k))  # noqa: E731
+    varying = [k for k in VARYING if len({setting(r, k) for _, rows in per_folder for r in rows}) > 1]
+    base = {k: setting(per_folder[0][1][0], k) for k in varying}
+    out, seen = [], {}
+    for folder, rows in per_folder:
+        for r in rows:
+            extra = [f"{k} {setting(r, k)}" for k in varying
+                     if setting(r, k) != base[k] and r["method"] != "vanilla"]
+            label = " ".join([r["method"], *extra])
+            key = (label, r["prompt"], r["seed"])
+            if key in seen and seen[key] != folder:
+                raise SystemExit(f"{label!r} has rows in both {seen[key]} and {folder}")
+            seen[key] = folder
+            out.append({**r, "method": label})
+    return out
+
+
+def default_pairs(labels: list[str]) -> list[tuple[str, str]]:
+    """Every AI-T2I row set against vanilla and against every Attend-and-Excite row set."""
+    ai = [m for m in labels if m.split()[0] == "ai_t2i"]
+    ae = [m for m in labels if m.split()[0] == "attend_and_excite"]
+    return [(a, b) for a in ai for b in (["vanilla"] if "vanilla" in labels else []) + ae]
+
+
+def compare_markdown(rows: list[dict], pairs: list[tuple[str, str]], folders: list[pathlib.Path]) -> str:
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    held = [r for r in rows if r["held_out"]]
+    first = rows[0]
+    lines = ["# ShapesBench: runs compared", "",
+             f"Folders: {', '.join(f'`{f.as_posix()}`' for f in folders)}. Model `{first['model']}`, "
+             f"{first['steps']} {first['sampler']} steps, cfg {first['cfg']}, noise seed {first['noise_seed']}; "
+             "row sets named by method and the settings that differ from the first folder's.", "",
+             "## All prompts", "", *_rate_table(rows, labels), "",
+             "## Held-out prompts", "", *_rate_table(held, labels), "",
+             "## Failures by type (two-subject prompts)", "",
+             "| method | n | " + " | ".join(FAILURE_KINDS) + " |", "|---|---:|" + "---:|" * len(FAILURE_KINDS)]
+    for m in labels:
+        sel = [r for r in rows if r["method"] == m and len(r["subjects"]) == 2]
+        if sel:
+            kinds = failure_kinds(sel)
+            lines.append(f"| {m} | {len(sel)} | " + " | ".join(f"{kinds[k]:.3f}" for k in FAILURE_KINDS) + " |")
+    lines += ["", "## Gains (first minus second, same prompts and seeds)", "", GAIN_HEADER,
+              "|---|---:|" + "---|" * (len(KEYS) + len(GAIN_CI_KEYS) + 1)]
+    for a, b in pairs:
+        for missing in {a, b} - set(labels):
+            raise SystemExit(f"no row set {missing!r}; there are: {', '.join(labels)}")
+        lines += _gain_lines(rows, a, b, f"{a} - {b} (all)")
+        lines += _gain_lines(held, a, b, f"{a} - {b} (held-out)")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def parse_pairs(text: str | None) -> list[tuple[str, str]]:
+    """'a:b,c:d' -> [(a, b), (c, d)]."""
+    if not text:
+        return []
+    pairs = []
+    for item in text.split(","):
+        if item.count(":") != 1:
+            raise SystemExit(f"--pairs item {item!r}: write FIRST:SECOND, e.g. 'ai_t2i:vanilla'")
+        a, b = (x.strip() for x in item.split(":"))
+        pairs.append((a, b))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folders", type=pathlib.Path, nargs="+")
+    ap.add_argument("--pairs", default=None,
+                    help="extra gains, 'FIRST:SECOND,...' by row-set name (default gains: every AI-T2I row set "
+                         "against vanilla and every Attend-and-Excite row set)")
+    ap.add_argument("--out", type=pathlib.Path, default=None, help="write the report here (.md) as well")
+    args = ap.parse_args(argv)
+    rows = labelled_rows(args.folders)
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    text = compare_markdown(rows, default_pairs(labels) + parse_pairs(args.pairs), args.folders)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""compare.py: row sets from several folders named by what differs, paired gains, refusals."""
+import json
+import pathlib
+
+import pytest
+
+from benchmarks.shapesbench import compare
+
+SETTINGS = {"model": "m.safetensors", "model_sha256": "abc", "steps": 20, "cfg": 5.0, "sampler": "euler",
+            "scheduler": "normal", "job": "batch", "noise_seed": 0, "strength": 1.0, "end_percent": 0.5,
+            "layers": "auto"}
+
+
+def _row(prompt: int, seed: int, method: str, present: bool, **settings) -> dict:
+    return {**SETTINGS, **settings, "prompt_index": prompt, "prompt": f"p{prompt}", "held_out": prompt == 0,
+            "subjects": [["circle", None], ["square", None]], "method": method, "seed": seed,
+            "present": present, "bound": present, "no_extra": True, "correct": present,
+            "missing": [] if present else ["circle"], "merged": False}
+
+
+def _folder(tmp: pathlib.Path, name: str, rows: list[dict]) -> pathlib.Path:
+    d = tmp / name
+    d.mkdir()
+    (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_row_sets_are_named_by_the_settings_that_differ(tmp_path):
+    # vanilla draws both subjects in 4 of 8 images (seed 0), AI-T2I at strength 1 in 6, at 0.25 in all 8
+    main = [_row(p, s, "vanilla", s == 0) for p in range(4) for s in range(2)]
+    main += [_row(p, s, "ai_t2i", s == 0 or p < 2) for p in range(4) for s in range(2)]
+    tuned = [_row(p, s, "ai_t2i", True, strength=0.25) for p in range(4) for s in range(2)]
+    rows = compare.labelled_rows([_folder(tmp_path, "main", main), _folder(tmp_path, "tuned", tuned)])
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    assert labels == ["vanilla", "ai_t2i", "ai_t2i strength 0.25"]
+    pairs = compare.default_pairs(labels)
+    assert pairs == [("ai_t2i", "vanilla"), ("ai_t2i strength 0.25", "vanilla")]
+    text = compare.compare_markdown(rows, pairs, [tmp_path / "main", tmp_path / "tuned"])
+    gain = next(line for line in text.splitlines() if line.startswith("| ai_t2i strength 0.25 - vanilla (all)"))
+    cells = [c.strip() for c in gain.strip("|").split("|")]
+    assert cells[1] == "8" and cells[2] == "+0.500"  # present: 8/8 - 4/8
+    lo, hi = (float(x) for x in cells[6].strip("[]").split(","))
+    assert 0 < lo <= 0.5 <= hi  # every prompt gains: the interval excludes 0
+
+
+def test_folders_with_other_noise_are_refused(tmp_path):
+    a = _folder(tmp_path, "a", [_row(0, 0, "vanilla", True)])
+    b = _folder(tmp_path, "b", [_row(0, 0, "ai_t2i", True, noise_seed=1)])
+    with pytest.raises(SystemExit, match="noise_seed"):
+        compare.labelled_rows([a, b])
+
+
+def test_one_row_set_in_two_folders_is_refused(tmp_path):
+    a = _folder(tmp_path, "a", [_row(0, 0, "vanilla", True)])
+    b = _folder(tmp_path, "b", [_row(0, 0, "vanilla", False)])
+    with pytest.raises(SystemExit, match="both"):
+        compare.labelled_rows([a, b])
+
+
+def test_pairs_name_the_fix():
+    assert compare.parse_pairs("ai_t2i:vanilla, a:b") == [("ai_t2i", "vanilla"), ("a", "b")]
+    with pytest.raises(SystemExit, match="FIRST:SECOND"):
+        compare.parse_pairs("ai_t2i")
