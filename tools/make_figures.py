@@ -8,7 +8,7 @@ tiles are exactly what 'AI-T2I Attention Maps' outputs. The vanilla row runs the
 at a strength so small that the latent does not move (1e-9): its maps are those of plain
 sampling, and its before and after maps coincide.
 
-    .venv/bin/python tools/make_figures.py --heatmaps [--strength 10] [--seed 3]
+    .venv/bin/python tools/make_figures.py --heatmaps [--strength 1] [--seed 0]
 """
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ TINY = "ai_t2i_tiny_shapes.safetensors"
 VANILLA_STRENGTH = 1e-9  # guidance runs and records, the update is below float resolution
 
 
-def heatmap_graph(prompt: str, subjects: str, seed: int, steps: int, strength: float, prefix: str) -> dict:
+def heatmap_graph(prompt: str, subjects: str, seed: int, steps: int, strength: float, prefix: str,
+                  attributes: str = "") -> dict:
     from tools.graphs import custom_sampling_graph
-    g = custom_sampling_graph({"tiny": TINY}, prompt, subjects, seed=seed, steps=steps, cfg=5.0, size=128,
-                              strength=strength, prefix=prefix)
+    g = custom_sampling_graph({"tiny": TINY}, prompt, subjects, attributes, seed=seed, steps=steps, cfg=5.0,
+                              size=128, strength=strength, prefix=prefix)
     g["16"] = {"class_type": "AIT2IRecordMapsAfter", "inputs": {"sampler": ["6", 0]}}
     g["11"]["inputs"]["sampler"] = ["16", 0]
     g["14"]["inputs"]["sampler"] = ["16", 0]
@@ -52,7 +53,7 @@ def make_heatmaps(args) -> pathlib.Path:
         rows = []
         for label, strength in (("vanilla", VANILLA_STRENGTH), (f"AI-T2I (strength {args.strength:g})", args.strength)):
             out = host.run(heatmap_graph(args.prompt, args.subjects, args.seed, args.steps, strength,
-                                         prefix="fig_" + label.split()[0]))
+                                         prefix="fig_" + label.split()[0], attributes=args.attributes))
             text = out["14"]["text"][0].splitlines()
             rows.append((label, _saved(out, "13", tmp)[0], _saved(out, "15", tmp), text))
     finally:
@@ -91,11 +92,13 @@ def make_heatmaps(args) -> pathlib.Path:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--heatmaps", action="store_true", help="write docs/heatmaps.png")
-    ap.add_argument("--prompt", default="a red circle and a blue square")
-    ap.add_argument("--subjects", default="circle, square")
-    ap.add_argument("--seed", type=int, default=1)
+    # the demo's prompt and first seed (tools/demo.py), at the node's default strength
+    ap.add_argument("--prompt", default="a red star and a cyan cross")
+    ap.add_argument("--subjects", default="star, cross")
+    ap.add_argument("--attributes", default="red:star, cyan:cross")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--strength", type=float, default=10.0)
+    ap.add_argument("--strength", type=float, default=1.0)
     ap.add_argument("--cell", type=int, default=96, help="tile size in pixels")
     ap.add_argument("--out", default=str(ROOT / "docs" / "heatmaps.png"))
     args = ap.parse_args(argv)

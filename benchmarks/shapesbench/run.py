@@ -440,7 +440,9 @@ def _paired(rows: list[dict], a: str, b: str) -> tuple[dict, dict]:
     """Rows of methods a and b on the (prompt, seed) pairs both have."""
     ra = {(r["prompt"], r["seed"]): r for r in rows if r["method"] == a}
     rb = {(r["prompt"], r["seed"]): r for r in rows if r["method"] == b}
-    common = ra.keys() & rb.keys()
+    # Sorted: a set's order follows the process's string hashing, and the bootstrap's resampling
+    # would follow it, so the same rows would give other intervals in another run.
+    common = sorted(ra.keys() & rb.keys())
     return {k: ra[k] for k in common}, {k: rb[k] for k in common}
 
 

@@ -61,3 +61,23 @@ def test_pairs_name_the_fix():
     assert compare.parse_pairs("ai_t2i:vanilla, a:b") == [("ai_t2i", "vanilla"), ("a", "b")]
     with pytest.raises(SystemExit, match="FIRST:SECOND"):
         compare.parse_pairs("ai_t2i")
+
+
+
+def test_intervals_are_the_same_in_every_process():
+    """The bootstrap resamples prompts in a fixed order. In the order of a set of the (prompt,
+    seed) keys, it would follow the process's string hashing: the same rows would give other
+    intervals in another run."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, '.'); from tests.bench.test_compare import _row; "
+            "from benchmarks.shapesbench.run import _gain_lines; "
+            "rows = [_row(p, s, m, (p * 7 + s * 3 + (m == 'ai_t2i')) % 3 == 0) for p in range(12) "
+            "for s in range(4) for m in ('vanilla', 'ai_t2i')]; "
+            "print(_gain_lines(rows, 'ai_t2i', 'vanilla', 'x'))")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(outs) == 1, outs
