@@ -208,15 +208,18 @@ def test_unsupported_model_families_name_supported_ones(pack, sd15_small):
                         hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8] * 4,
                         theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, global_modulation=True,
                         mlp_silu_act=True, ops_bias=False, dtype=torch.float32)
-    flux2 = builders._patcher(comfy.supported_models.Flux2, flux2_config, 0)  # a real (tiny) Flux.2 transformer
+    cases = []
+    if hasattr(comfy.supported_models, "Flux2"):  # ComfyUI 0.3.64 has no Flux.2 class
+        flux2 = builders._patcher(comfy.supported_models.Flux2, flux2_config, 0)  # a real (tiny) Flux.2 transformer
+        cases.append((flux2, "this model is a Flux2", "Use an SD1.x/SD2.x/SDXL, SD3/SD3.5 or Flux.1 checkpoint"))
     no_cross = dict(comfy.supported_models.SD15.unet_config)
     no_cross.update(model_channels=32, in_channels=4, out_channels=4, num_res_blocks=[1, 1], channel_mult=[1, 2],
                     transformer_depth=[0, 0], transformer_depth_output=[0, 0, 0, 0], transformer_depth_middle=0,
                     num_heads=8, num_head_channels=-1, use_spatial_transformer=True, legacy=False, image_size=32,
                     dtype=torch.float32)
     unet = builders._patcher(comfy.supported_models.SD15, no_cross, 0)  # a UNet without cross-attention
-    for model, problem, fix in ((flux2, "this model is a Flux2", "Use an SD1.x/SD2.x/SDXL, SD3/SD3.5 or Flux.1 checkpoint"),
-                                (unet, "this UNet has no cross-attention layers", "Use an SD1.x/SD2.x/SDXL checkpoint")):
+    cases.append((unet, "this UNet has no cross-attention layers", "Use an SD1.x/SD2.x/SDXL checkpoint"))
+    for model, problem, fix in cases:
         before = _snapshot(model.model_options)
         with pytest.raises(ValueError) as err:
             patch(pack, model)

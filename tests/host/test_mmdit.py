@@ -249,6 +249,8 @@ def test_options_unchanged_after_a_run_an_error_and_a_cancel(pack, family):
 def test_unsupported_joint_attention_model_is_refused_by_name(pack):
     import comfy.supported_models
     from tools import random_models as builders
+    if not hasattr(comfy.supported_models, "Flux2"):
+        pytest.skip("this ComfyUI has no Flux.2 model class (it came after 0.3.64): there is nothing to refuse")
     config = dict(image_model="flux2", in_channels=16, out_channels=16, vec_in_dim=None, context_in_dim=64,
                   hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8] * 4,
                   theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, global_modulation=True,
