@@ -20,6 +20,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 
 TINY = ROOT / "models" / "ai_t2i_tiny_shapes.safetensors"
+# ShapesBench prompt 32 (a held-out shape-colour pair), picked to show a seed where vanilla
+# neglects a subject and AI-T2I keeps both: an illustration, so the rates are printed beside it.
+DEMO_PROMPT = 32
+
+
+def demo_prompt() -> dict:
+    """The embedded model's default prompt, subjects and attributes (also the heatmap figure's)."""
+    from benchmarks.shapesbench.prompts import EVAL_PROMPTS, subject_prompt_inputs
+    spec = EVAL_PROMPTS[DEMO_PROMPT]
+    return {"prompt": spec.text, **subject_prompt_inputs(spec)}
 
 
 def main():
@@ -42,11 +52,11 @@ def main():
     if TINY.exists():
         host = Host(output_dir=str(out))
         source, size = {"tiny": TINY.name}, 128
-        # ShapesBench prompt 32 (a held-out shape-colour pair), picked to show a seed where vanilla
-        # neglects a subject and AI-T2I keeps both: an illustration, so the rates are printed beside it.
-        prompt = args.prompt or "a red star and a cyan cross"
-        subjects = args.subjects or "star, cross"
-        attributes = args.attributes if args.prompt else args.attributes or "red:star, cyan:cross"
+        default = demo_prompt()
+        prompt = args.prompt or default["prompt"]
+        subjects = args.subjects or default["subjects"]
+        # the default attributes belong to the default prompt
+        attributes = args.attributes or ("" if args.prompt else default["attributes"])
         steps = args.steps or 20
         batch = args.batch
         print(f"model: embedded tiny shapes model ({TINY.name})")

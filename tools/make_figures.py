@@ -93,9 +93,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--heatmaps", action="store_true", help="write docs/heatmaps.png")
     # the demo's prompt and first seed (tools/demo.py), at the node's default strength
-    ap.add_argument("--prompt", default="a red star and a cyan cross")
-    ap.add_argument("--subjects", default="star, cross")
-    ap.add_argument("--attributes", default="red:star, cyan:cross")
+    from tools.demo import demo_prompt
+    demo = demo_prompt()
+    ap.add_argument("--prompt", default=demo["prompt"])
+    ap.add_argument("--subjects", default=demo["subjects"])
+    ap.add_argument("--attributes", default=demo["attributes"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--strength", type=float, default=1.0)

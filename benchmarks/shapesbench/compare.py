@@ -39,12 +39,11 @@ def labelled_rows(folders: list[pathlib.Path]) -> list[dict]:
         if not rows:
             raise SystemExit(f"{folder / 'results.jsonl'} has no rows")
         per_folder.append((folder, rows))
-    shared = {(k, rows[0].get(k, LEGACY_VALUES.get(k))) for _, rows in per_folder for k in SHARED}
-    if len({k for k, _ in shared}) != len(shared):
-        clash = sorted({k for k, _ in shared if sum(k == j for j, _ in shared) > 1})
+    setting = lambda r, k: r.get(k, LEGACY_VALUES.get(k))  # noqa: E731
+    clash = [k for k in SHARED if len({setting(rows[0], k) for _, rows in per_folder}) > 1]
+    if clash:
         raise SystemExit(f"the folders differ in {', '.join(clash)}: their rows do not start from the same "
                          "noise and model, so they cannot be paired")
-    setting = lambda r, k: r.get(k, LEGACY_VALUES.get(k))  # noqa: E731
     varying = [k for k in VARYING if len({setting(r, k) for _, rows in per_folder for r in rows}) > 1]
     base = {k: setting(per_folder[0][1][0], k) for k in varying}
     out, seen = [], {}
@@ -88,8 +87,9 @@ def compare_markdown(rows: list[dict], pairs: list[tuple[str, str]], folders: li
     lines += ["", "## Gains (first minus second, same prompts and seeds)", "", GAIN_HEADER,
               "|---|---:|" + "---|" * (len(KEYS) + len(GAIN_CI_KEYS) + 1)]
     for a, b in pairs:
-        for missing in {a, b} - set(labels):
-            raise SystemExit(f"no row set {missing!r}; there are: {', '.join(labels)}")
+        missing = [m for m in (a, b) if m not in labels]
+        if missing:
+            raise SystemExit(f"no row set {missing[0]!r}; there are: {', '.join(labels)}")
         lines += _gain_lines(rows, a, b, f"{a} - {b} (all)")
         lines += _gain_lines(held, a, b, f"{a} - {b} (held-out)")
     lines.append("")

@@ -462,7 +462,6 @@ def _gain_lines(rows: list[dict], a: str, b: str, label: str) -> list[str]:
             + " | ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in cis) + f" | {wins} / {losses} |"]
 
 
-
 def _prompt_bootstrap(ra: dict, rb: dict, n_boot: int = 2000, key: str = "correct") -> tuple[float, float]:
     """95% interval of the difference of `key` rates, for rows keyed (prompt, seed), resampling
     whole prompts (the seeds of one prompt are not independent of each other)."""
