@@ -19,7 +19,7 @@ import folder_paths  # noqa: E402
 from tools import random_models as builders  # noqa: E402
 
 CACHE = pathlib.Path(os.environ.get("AI_T2I_TEST_CACHE", ROOT / ".cache" / "test_models"))
-CKPT = "random_sd15_v1.safetensors"
+CKPT = "random_sd15_v2.safetensors"  # v2: the real SD1.5 autoencoder (v1 held the x4 upscaler's)
 LORA = "random_attn_lora_v1.safetensors"
 CONTROLNET = "random_controlnet_sd15_v1.safetensors"
 

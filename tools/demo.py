@@ -65,7 +65,7 @@ def main():
         cache = ROOT / ".cache" / "test_models" / "checkpoints"
         cache.mkdir(parents=True, exist_ok=True)
         host = Host(output_dir=str(out), extra_model_dirs={"checkpoints": cache})
-        ckpt = cache / "random_sd15_v1.safetensors"
+        ckpt = cache / "random_sd15_v2.safetensors"
         if not ckpt.exists():
             print("writing a random-weight SD1.5 checkpoint (once) ...")
             random_models.write_random_sd15_checkpoint(ckpt)

@@ -130,8 +130,14 @@ def sdxl_clip(seed: int = 0):
 
 
 def vae_random(seed: int = 0):
-    """The SD KL autoencoder (host's class, chosen from the decoder's key shapes), random weights."""
-    sd = {"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3), "post_quant_conv.weight": torch.zeros(4, 4, 1, 1)}
+    """The SD1.x/SD2.x KL autoencoder with random weights: 4 levels (channels 128, 256, 512,
+    512; 2 res blocks each), 8x down, 4 latent channels, so a (B, 4, h, w) latent decodes to
+    (B, 8h, 8w, 3). The host picks the architecture from the state dict's keys: its default
+    SD layout, unless the fourth level's upsampler is missing, which it reads as the SD x4
+    upscaler's 3-level, 4x autoencoder. Only the keys it reads are given here."""
+    sd = {"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3), "post_quant_conv.weight": torch.zeros(4, 4, 1, 1),
+          "encoder.down.2.downsample.conv.weight": torch.zeros(512, 512, 3, 3),
+          "decoder.up.3.upsample.conv.weight": torch.zeros(512, 512, 3, 3)}
     with torch.inference_mode():
         vae = comfy.sd.VAE(sd=sd)
         random_init(vae.first_stage_model, seed)
