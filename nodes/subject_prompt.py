@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ai_t2i_attention import PRECEDING, ResolvedSubjects, parse_attributes, parse_list, resolve_streams
+from ..ai_t2i_attention import PRECEDING, ResolvedSubjects, parse_attributes, parse_list
+from ..ai_t2i_attention.tokens import resolve_stream_words
 from .host.conditioning import SUBJECTS_KEY
 from .host.tokens import presence_columns, subject_streams
 
@@ -24,7 +25,9 @@ class AIT2ISubjectPrompt(io.ComfyNode):
                 io.String.Input("subjects", default="cat, dog", tooltip=(
                     "The subject words of the prompt, comma separated (2 to 8 usually; 1 works for presence only). "
                     "Several words per subject are fine ('teddy bear'); so are LoRA trigger words and "
-                    "'embedding:name'. If a word appears twice in the prompt, 'cat#2' picks the second one.")),
+                    "'embedding:name'. If a word appears twice in the prompt, 'cat#2' picks the second one. A word "
+                    "in another case or number ('circle' for the prompt's 'circles') is matched to the prompt's "
+                    "word, and the run log shows which.")),
                 io.String.Input("attributes", default="", optional=True, tooltip=(
                     "Optional attribute:subject pairs, comma separated, e.g. 'red:car, blue:bird'. The attribute's "
                     "attention is pulled onto its subject. 'preceding' pairs each subject with the word right "
@@ -42,9 +45,9 @@ class AIT2ISubjectPrompt(io.ComfyNode):
         streams, tokens = subject_streams(clip, text)
         words = parse_list(subjects)
         pairs = parse_attributes(attributes)
-        groups = resolve_streams(text, streams, words, pairs, presence_columns(tokens))
+        groups, matched = resolve_stream_words(text, streams, words, pairs, presence_columns(tokens))
         if pairs == PRECEDING:
             pairs = [(PRECEDING, w) for w in words]
-        spec = ResolvedSubjects(text, tuple(words), tuple(pairs), groups)
+        spec = ResolvedSubjects(text, tuple(words), tuple(pairs), groups, matched)
         conditioning = clip.encode_from_tokens_scheduled(tokens)
         return io.NodeOutput([[c[0], {**c[1], SUBJECTS_KEY: spec}] for c in conditioning])

@@ -36,8 +36,9 @@ def subject_entry(conds: dict) -> tuple[dict, TokenGroups]:
 
 
 def subject_names(entry: dict) -> list[str]:
-    """The subjects of the entry, as the user typed them."""
-    return list(entry[SUBJECTS_KEY].subjects)
+    """The subjects of the entry as the run log names them: as the user typed them, with
+    the prompt's word where it is another form ('circle -> circles', ResolvedSubjects.labels)."""
+    return list(entry[SUBJECTS_KEY].labels())
 
 
 def entry_layout(entry: dict, preset: Preset):
@@ -45,7 +46,7 @@ def entry_layout(entry: dict, preset: Preset):
     layout, w = entry.get(LAYOUT_KEY), preset.weights
     if layout is None or layout.weight == 0:  # weight 0 turns the layout off entirely
         return None, w
-    if tuple(layout.subjects) != tuple(subject_names(entry)):
+    if tuple(layout.subjects) != tuple(entry[SUBJECTS_KEY].subjects):  # both as typed
         raise GuidanceError("the layout was made for other subjects than the prompt's: connect 'AI-T2I Subject "
                             "Layout' directly after the 'AI-T2I Subject Prompt' it lays out")
     if not preset.reads_regions:
