@@ -15,7 +15,7 @@ from tools import graphs  # noqa: E402
 
 SD15 = "v1-5-pruned-emaonly.safetensors"
 # The file names of the Comfy-Org / Stability AI / Black Forest Labs releases, as ComfyUI's own
-# SD3.5 and Flux examples name them (README, "Example workflows": where each file goes).
+# SD3.5 and Flux examples name them (docs/workflows.md: where each file goes).
 SD35_LARGE = "sd3.5_large.safetensors"
 CLIP_L, CLIP_G, T5XXL = "clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"
 FLUX_DEV, FLUX_AE = "flux1-dev.safetensors", "ae.safetensors"
