@@ -2,7 +2,9 @@ import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parent
 
 import torch
 
-from ai_t2i_attention.preview import _RAMP, colorize, heatmaps
+from types import SimpleNamespace
+
+from ai_t2i_attention.preview import _RAMP, before_after_tiles, colorize, heatmaps, tile_size
 
 
 def _maps():
@@ -69,3 +71,41 @@ def test_heatmaps_blend_over_image():
     # subject 2 of image 1 sits over image 1, not image 0
     torch.testing.assert_close(blended[5], image[1] * 0.4 + plain[5] * 0.6)
     assert blended.min() >= 0 and blended.max() <= 1
+
+
+def test_tile_size_keeps_the_maps_aspect_ratio():
+    assert tile_size((16, 16)) == (256, 256)
+    assert tile_size((16, 11)) == (256, 176)  # a 512 x 768 Flux image's maps: tall, not squashed square
+    assert tile_size((12, 8)) == (256, 171)
+    assert tile_size((8, 12)) == (171, 256)
+    assert tile_size((1, 1000), longest=64) == (1, 64)
+
+
+def _record(hw=(12, 8), after=False):
+    """A run record's preview fields: 2 guided steps of (1 image, 2 subjects) maps."""
+    g = torch.Generator().manual_seed(2)
+    maps = {k: torch.rand(1, 2, *hw, generator=g) for k in (0, 3)}
+    maps_after = {k: torch.rand(1, 2, *hw, generator=g) for k in (0, 3)} if after else {}
+    return SimpleNamespace(maps=maps, maps_after=maps_after, subjects=["cat", "dog"])
+
+
+def test_before_after_tiles_of_a_non_square_latent_keep_its_shape():
+    """12 x 8 maps (a 24 x 16 latent at half resolution): the tiles are 256 x 171, the maps
+    resampled to that shape, not stretched to a square."""
+    record = _record()
+    tiles, legend = before_after_tiles(record, [0, 3])
+    assert tiles.shape == (2 * 2, 256, 171, 3)
+    torch.testing.assert_close(tiles[:2], heatmaps(record.maps[0], (256, 171)))
+    torch.testing.assert_close(tiles[2:], heatmaps(record.maps[3], (256, 171)))
+    assert legend.splitlines()[1:] == ["step 0 before update: image 0 cat, image 0 dog",
+                                       "step 3 before update: image 0 cat, image 0 dog"]
+
+
+def test_before_after_tiles_take_the_images_size_and_order_before_after():
+    record = _record(after=True)
+    image = torch.rand(1, 40, 30, 3, generator=torch.Generator().manual_seed(3))
+    tiles, legend = before_after_tiles(record, [3], image)
+    assert tiles.shape == (2 * 2, 40, 30, 3)
+    torch.testing.assert_close(tiles[:2], heatmaps(record.maps[3], (40, 30), image))
+    torch.testing.assert_close(tiles[2:], heatmaps(record.maps_after[3], (40, 30), image))
+    assert [line.split(":")[0] for line in legend.splitlines()[1:]] == ["step 3 before update", "step 3 after update"]
