@@ -12,8 +12,11 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from einops import rearrange
+
+# The joint-attention (MM-DiT) map lives in joint_maps.py (its fused kernel and written-out
+# gradient); re-exported here beside the cross-attention maps.
+from .joint_maps import joint_attention_probabilities  # noqa: F401
 
 
 def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
@@ -27,54 +30,6 @@ def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> tor
     k = rearrange(k.float(), "b t (h d) -> b h t d", h=heads)
     scores = torch.einsum("bhnd,bhtd->bhnt", q, k) / math.sqrt(q.shape[-1])
     return scores.softmax(dim=-1).mean(dim=1)
-
-
-# Query rows per chunk of the joint-attention probabilities: a DiT's joint sequence is
-# thousands of keys long (SD3.5 at 1024 px: 4096 image + 333 text), so the full (B, heads,
-# N, L) score tensor of one block would take gigabytes, and autograd would keep one per
-# block read. Each chunk is recomputed in the backward instead of kept (see below).
-JOINT_QUERY_CHUNK = 1024
-
-
-def _joint_chunk(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor], start: int, stop: int) -> torch.Tensor:
-    """Head-averaged softmax over all of k's keys of q's queries, keeping text columns
-    start:stop. q: (B, heads, n, d), k: (B, heads, L, d), float32; mask: None, or keep (bool)
-    / additive (float) scores for these n rows. Returns (B, n, stop - start)."""
-    scores = torch.einsum("bhnd,bhld->bhnl", q, k) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    return scores.softmax(dim=-1)[..., start:stop].mean(dim=1)
-
-
-def joint_attention_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
-                                  columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The image-to-text block of a joint (MM-DiT) attention's probabilities.
-
-    q, k: (B, heads, L, d): the queries and keys of the whole joint sequence (text and image
-    tokens, after any positional rotation), as the attention itself receives them.
-    queries = (first, stop): the rows kept (the image positions); columns = (first, stop):
-    the keys kept (the text tokens). The softmax runs over ALL L keys, so the values are the
-    joint attention's own probabilities, not a cross-attention softmax over the text alone.
-    mask: optional keep (bool) or additive (float) mask broadcastable to (B, heads, L, L).
-    Returns (B, queries, columns) in float32, averaged over heads.
-
-    With gradients on, each chunk of JOINT_QUERY_CHUNK queries is checkpointed: only q and k
-    are kept for the backward, which recomputes that chunk's scores.
-    """
-    q = q[:, :, queries[0]:queries[1]].float()
-    k = k.float()
-    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
-    chunks = []
-    for first in range(0, q.shape[2], JOINT_QUERY_CHUNK):
-        qc = q[:, :, first:first + JOINT_QUERY_CHUNK]
-        m = mask
-        if m is not None and m.shape[-2] > 1:  # per-query rows: this chunk's
-            m = m[..., queries[0] + first:queries[0] + first + qc.shape[2], :]
-        if grad:
-            chunks.append(torch.utils.checkpoint.checkpoint(_joint_chunk, qc, k, m, *columns, use_reentrant=False))
-        else:
-            chunks.append(_joint_chunk(qc, k, m, *columns))
-    return torch.cat(chunks, dim=1)
 
 
 def pool_maps(avg: torch.Tensor, factor: int) -> torch.Tensor:

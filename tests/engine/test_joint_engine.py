@@ -8,7 +8,7 @@ import torch
 
 from ai_t2i_attention import (SubjectError, Tokenization, TokenStream, joint_attention_probabilities, pool_maps,
                               resolve, resolve_streams)
-from ai_t2i_attention import maps as maps_module
+from ai_t2i_attention import joint_maps
 from ai_t2i_attention.layers import AUTO_WORK_BUDGET, Layer, LayerChoiceError, choose_layers, describe_layers
 
 
@@ -26,7 +26,9 @@ def _hand_joint(q, k, rows, cols):
 def test_joint_probabilities_are_the_joint_softmax_not_a_text_softmax(monkeypatch):
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 3, 20, 8, generator=g), torch.randn(2, 3, 20, 8, generator=g)
-    monkeypatch.setattr(maps_module, "JOINT_QUERY_CHUNK", 4)  # several chunks, one partial
+    monkeypatch.setattr(joint_maps, "JOINT_QUERY_CHUNK", 4)  # the explicit path: several chunks, one partial
+    assert torch.allclose(joint_maps._explicit_joint_probabilities(q, k, (6, 20), (0, 6)).double(),
+                          _hand_joint(q, k, (6, 20), (0, 6)), rtol=1e-5, atol=1e-7)
     p = joint_attention_probabilities(q, k, (6, 20), (0, 6))
     assert p.shape == (2, 14, 6) and p.dtype == torch.float32
     torch.testing.assert_close(p.double(), _hand_joint(q, k, (6, 20), (0, 6)), rtol=1e-5, atol=1e-7)
@@ -35,15 +37,16 @@ def test_joint_probabilities_are_the_joint_softmax_not_a_text_softmax(monkeypatc
     assert (p.double() - text_only).abs().max() > 1e-2
 
 
-def test_joint_probabilities_gradient_matches_unchunked(monkeypatch):
+def test_explicit_joint_probabilities_gradient_matches_unchunked(monkeypatch):
+    """The explicit path, the fused path's reference (tests/engine/test_joint_maps.py)."""
     g = torch.Generator().manual_seed(1)
     q0, k0 = torch.randn(1, 2, 12, 4, generator=g), torch.randn(1, 2, 12, 4, generator=g)
     w = torch.randn(1, 8, 4, generator=g)
     grads = []
     for chunk in (3, 1000):
-        monkeypatch.setattr(maps_module, "JOINT_QUERY_CHUNK", chunk)
+        monkeypatch.setattr(joint_maps, "JOINT_QUERY_CHUNK", chunk)
         q, k = q0.clone().requires_grad_(), k0.clone().requires_grad_()
-        (joint_attention_probabilities(q, k, (4, 12), (0, 4)) * w).sum().backward()
+        (joint_maps._explicit_joint_probabilities(q, k, (4, 12), (0, 4)) * w).sum().backward()
         grads.append((q.grad, k.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])

@@ -1,0 +1,243 @@
+"""Joint-attention (MM-DiT) maps without the image-to-everything score matrix.
+
+A joint attention (SD3/SD3.5, Flux) runs one softmax over the whole [text, image] sequence,
+so the image-to-text probabilities the guidance reads need each image query's normaliser
+over ALL L keys, while only the text columns are kept:
+
+    p[b, h, n, t] = exp(s[b, h, n, t] - lse[b, h, n]),   s = q k^T / sqrt(d),
+    lse[b, h, n] = log sum_l exp(s[b, h, n, l])
+
+for image queries n and kept text keys t. `joint_attention_probabilities` computes only the
+(N x T) kept block; the normaliser comes from a fused attention kernel that returns its
+log-sum-exp, so no (N x L) matrix is made or kept for autograd. The gradient is written out
+(`_JointProbabilities`): with the upstream gradient g of the head-averaged map and
+gp = (g / heads) * p, c = sum_t gp,
+
+    ds[n, l] = gp[n, l] (kept l only) - c[n] P[n, l],     P = softmax(s) over all keys
+    dq = (gp k_T - c * (P k)) / sqrt(d)
+    dk = (gp^T q  on the kept rows - P^T (c q)) / sqrt(d)
+
+P k is the output of the forward's fused call with the keys as its values (kept, (B, heads,
+N, d)); P^T (c q) is a second fused call, keys attending to image queries with values c q,
+whose softmax normaliser is undone by its own log-sum-exp (see `_transposed_product`).
+Two fused calls in all, 4 N L d multiply-adds, against about 7 L^2 d for the attention's own
+forward and backward.
+
+Why this design (measured at Flux's 1024 px token count, 4096 image + 256 text tokens, 2
+heads of 64, one CPU thread; benchmarks/joint_maps.py prints the current numbers):
+- the checkpointed float32 chunks that materialise every score (`_explicit_joint_probabilities`,
+  the previous path, kept for the tests): 2.3-3.2x the attention's forward+backward;
+- the same custom gradient but scores materialised chunk by chunk with matmuls: 0.9-1.6x
+  depending on the chunk (small chunks stay in cache), the backward the dearer half;
+- the fused kernels above: about 0.7x. On the CPU that is
+  aten._scaled_dot_product_flash_attention_for_cpu (it takes an additive mask, so masks are
+  fused too); on CUDA the flash or memory-efficient SDPA kernels (see `_attention_lse`);
+- flex_attention(return_lse=True) would back-propagate through the lse by itself, but it has
+  no backward on the CPU, and in eager mode it materialises the scores;
+- the flash/efficient kernels' lse carries no gradient, hence the written-out backward.
+Kernels run in float32 (inputs are upcast) unless `JOINT_NATIVE_DTYPE` lets a CUDA run keep
+half-precision inputs as they are; see there.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.utils.checkpoint
+
+# Query rows per chunk where scores are materialised: the explicit reference path below and
+# the portable fallback kernel (devices with no fused kernel; CUDA with a mask). A DiT's joint
+# sequence is thousands of keys long, so one block's full (B, heads, N, L) scores would take
+# gigabytes.
+JOINT_QUERY_CHUNK = 1024
+
+# On CUDA with float16/bfloat16 inputs: run the fused kernels in that dtype (tensor cores) rather
+# than upcast to float32. The products q.k are exact either way and accumulate in float32, but
+# a half-precision kernel rounds its softmax weights and outputs (P k, P^T c q) to the input's
+# precision, so the gradient then matches float32 to that precision (about 1e-3 relative for
+# bfloat16), not to float32's. Chosen by the CUDA measurement in benchmarks/joint_maps.py.
+JOINT_NATIVE_DTYPE = False
+
+
+def _explicit_chunk(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Head-averaged softmax over all of k's keys of q's queries, keeping text columns
+    start:stop. q: (B, heads, n, d), k: (B, heads, L, d), float32; mask: None, or keep (bool)
+    / additive (float) scores for these n rows. Returns (B, n, stop - start)."""
+    scores = torch.einsum("bhnd,bhld->bhnl", q, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    return scores.softmax(dim=-1)[..., start:stop].mean(dim=1)
+
+
+def _explicit_joint_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
+                                  columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`joint_attention_probabilities` with every score materialised in float32: the previous
+    path, kept as the reference the fused path is tested against. Same arguments and result.
+    With gradients on, each chunk of JOINT_QUERY_CHUNK queries is checkpointed: only q and k
+    are kept for the backward, which recomputes that chunk's scores."""
+    q = q[:, :, queries[0]:queries[1]].float()
+    k = k.float()
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    chunks = []
+    for first in range(0, q.shape[2], JOINT_QUERY_CHUNK):
+        qc = q[:, :, first:first + JOINT_QUERY_CHUNK]
+        m = mask
+        if m is not None and m.shape[-2] > 1:  # per-query rows: this chunk's
+            m = m[..., queries[0] + first:queries[0] + first + qc.shape[2], :]
+        if grad:
+            chunks.append(torch.utils.checkpoint.checkpoint(_explicit_chunk, qc, k, m, *columns, use_reentrant=False))
+        else:
+            chunks.append(_explicit_chunk(qc, k, m, *columns))
+    return torch.cat(chunks, dim=1)
+
+
+# -- the fused kernels ---------------------------------------------------------------------------
+
+def _kernel_for(device: torch.device, masked: bool) -> str:
+    """Which attention-with-lse kernel serves `device`: 'cpu' (the CPU flash kernel, masks
+    included), 'cuda' (flash / memory-efficient, no mask), else 'chunked' (portable)."""
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda" and not masked:
+        return "cuda"
+    return "chunked"
+
+
+def _attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor], scale: float,
+                   kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale + bias) v and its log-sum-exp, without autograd.
+
+    q: (B, heads, n, e), k and v: (B, heads, m, e), one dtype; bias: None or additive float32
+    broadcastable to (B, heads, n, m) ('cpu' and 'chunked' only). Returns out (B, heads, n, e)
+    in q's dtype and lse (B, heads, n) float32. A row whose every key is masked gives out 0
+    (and an lse that must not be read)."""
+    if kernel == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=scale)
+        return out, lse.float()
+    if kernel == "cuda":
+        n = q.shape[2]
+        if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
+        else:
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, scale=scale)[:2]
+        return out, lse[..., :n].float()  # the efficient kernel pads lse's query axis
+    outs, lses = [], []
+    for first in range(0, q.shape[2], JOINT_QUERY_CHUNK):
+        s = torch.einsum("bhne,bhme->bhnm", q[:, :, first:first + JOINT_QUERY_CHUNK].float(), k.float()) * scale
+        if bias is not None:
+            s = s + (bias[..., first:first + JOINT_QUERY_CHUNK, :] if bias.shape[-2] > 1 else bias)
+        lse = torch.logsumexp(s, dim=-1)
+        w = torch.exp(s - lse[..., None]).nan_to_num_(0.0)  # all-masked rows: 0, as the fused kernels
+        outs.append((w @ v.float()).to(q.dtype))
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def _pad_heads(x: torch.Tensor, kernel: str) -> torch.Tensor:
+    """(..., e) zero-padded to a multiple of 8 on CUDA, whose fused kernels need aligned head
+    sizes; zeros add nothing to a dot product."""
+    extra = -x.shape[-1] % 8 if kernel == "cuda" else 0
+    return torch.nn.functional.pad(x, (0, extra)) if extra else x
+
+
+def _transposed_product(q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, x: torch.Tensor,
+                        bias_t: Optional[torch.Tensor], scale: float, kernel: str) -> torch.Tensor:
+    """P^T x with P = exp(q k^T * scale + bias - lse) (B, heads, N, L), through one fused call.
+
+    The keys attend to the queries with values x: the kernel's scores are
+    k.q * scale + bias^T - lse[n], its softmax over n divides by Z[l] = sum_n P[n, l], and its
+    lse2 = log Z gives that back: P^T x = out * exp(lse2). The -lse[n] term rides in two
+    extra coordinates (keys' side 1, 1; queries' side -hi, -lo with hi + lo = lse / scale):
+    the kernels take no per-key bias without a materialised mask, and two coordinates keep
+    lse exact to float32 where the kernel's dtype is half precision.
+    q: (B, heads, N, d), k: (B, heads, L, d), x: (B, heads, N, d) in the kernel's dtype;
+    lse (B, heads, N) float32; bias_t None or (…, L, N) additive float32.
+    Returns (B, heads, L, d) float32."""
+    shifted = lse / scale
+    hi = shifted.to(q.dtype)
+    lo = (shifted - hi.float()).to(q.dtype)
+    d = q.shape[-1]
+    keys_side = torch.cat([k, k.new_ones(*k.shape[:-1], 2)], dim=-1)
+    queries_side = torch.cat([q, -hi[..., None], -lo[..., None]], dim=-1)
+    values = torch.nn.functional.pad(x, (0, 2))
+    out, lse2 = _attention_lse(_pad_heads(keys_side, kernel), _pad_heads(queries_side, kernel),
+                               _pad_heads(values, kernel), bias_t, scale, kernel)
+    # a key every query masks: the kernel gives 0 (the CPU's) or NaN; its column of P is 0
+    return (out[..., :d].float() * lse2.exp()[..., None]).nan_to_num_(0.0, posinf=0.0, neginf=0.0)
+
+
+class _JointProbabilities(torch.autograd.Function):
+    """Per-head kept probabilities exp(s - lse) of image queries over kept keys, head-averaged,
+    with the gradient w.r.t. the queries and keys written out (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, q_image, k, start, stop, bias, kernel, native):
+        """q_image: (B, heads, N, d); k: (B, heads, L, d); bias: None or additive float32
+        (B or 1, heads or 1, N or 1, L). Returns (B, N, stop - start) float32."""
+        dtype = q_image.dtype if native else torch.float32
+        qc, kc = q_image.to(dtype), k.to(dtype)
+        scale = 1 / math.sqrt(q_image.shape[-1])
+        product, lse = _attention_lse(qc, kc, kc, bias, scale, kernel)  # product = P k
+        kept = torch.einsum("bhnd,bhtd->bhnt", q_image.float(), k[:, :, start:stop].float()) * scale
+        if bias is not None:
+            kept = kept + bias[..., start:stop]
+        p = torch.exp(kept - lse[..., None])  # (B, heads, N, T)
+        ctx.save_for_backward(q_image, k, lse, p, product, bias)
+        ctx.columns, ctx.kernel, ctx.native = (start, stop), kernel, native
+        return p.mean(dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q_image, k, lse, p, product, bias = ctx.saved_tensors
+        start, stop = ctx.columns
+        heads, d = q_image.shape[1], q_image.shape[-1]
+        scale = 1 / math.sqrt(d)
+        dtype = q_image.dtype if ctx.native else torch.float32
+        qf, k_kept = q_image.float(), k[:, :, start:stop].float()
+        gp = grad[:, None].float() / heads * p  # dLoss/ds on the kept columns, (B, heads, N, T)
+        c = gp.sum(dim=-1)  # (B, heads, N): dLoss/dlse = -c
+        dq = (gp @ k_kept - c[..., None] * product.float()) * scale
+        bias_t = None if bias is None else bias.transpose(-1, -2)
+        dk = _transposed_product(q_image.to(dtype), k.to(dtype), lse, (c[..., None] * qf).to(dtype), bias_t, scale,
+                                 ctx.kernel).mul_(-scale)
+        dk[:, :, start:stop] += (gp.transpose(-1, -2) @ qf) * scale
+        return dq.to(q_image.dtype), dk.to(k.dtype), None, None, None, None, None
+
+
+def _additive_mask(mask: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+    """A keep (bool) or additive (float) mask broadcastable to (B, heads, L, L), as additive
+    float32 scores for the query rows `rows`: (B or 1, heads or 1, rows or 1, L)."""
+    while mask.ndim < 4:
+        mask = mask.unsqueeze(0)
+    if mask.shape[-2] > 1:
+        mask = mask[..., rows[0]:rows[1], :]
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return mask.float()
+
+
+def joint_attention_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
+                                  columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The image-to-text block of a joint (MM-DiT) attention's probabilities.
+
+    q, k: (B, heads, L, d): the queries and keys of the whole joint sequence (text and image
+    tokens, after any positional rotation), as the attention itself receives them.
+    queries = (first, stop): the rows kept (the image positions); columns = (first, stop):
+    the keys kept (the text tokens). The softmax runs over ALL L keys, so the values are the
+    joint attention's own probabilities, not a cross-attention softmax over the text alone.
+    mask: optional keep (bool) or additive (float) mask broadcastable to (B, heads, L, L).
+    Returns (B, queries, columns) in float32, averaged over heads.
+
+    Only the (queries x columns) block is made; each query's normaliser over all keys comes
+    from a fused kernel (module docstring), and the gradient w.r.t. q and k is exact. For
+    autograd it keeps q and k (as given), the normaliser (B, heads, queries), the kept block
+    per head and P k (B, heads, queries, d).
+    """
+    if mask is not None and mask.device.type == "cpu" and q.device.type != "cpu":
+        mask = mask.to(q.device)
+    bias = None if mask is None else _additive_mask(mask, queries)
+    kernel = _kernel_for(q.device, bias is not None)
+    native = JOINT_NATIVE_DTYPE and kernel == "cuda" and q.dtype in (torch.float16, torch.bfloat16)
+    q_image = q[:, :, queries[0]:queries[1]]
+    return _JointProbabilities.apply(q_image, k, columns[0], columns[1], bias, kernel, native)

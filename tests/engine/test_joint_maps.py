@@ -1,0 +1,99 @@
+"""The joint-attention map's fused kernel and written-out gradient against the explicit path
+(every score materialised in float32, autograd through the softmax)."""
+import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
+
+import pytest
+import torch
+
+from ai_t2i_attention import joint_attention_probabilities, joint_maps
+
+# A joint sequence of odd sizes, the image rows neither first nor last: 7 text tokens (SD3/Flux
+# put the text first), 30 image tokens, 8 trailing keys-only tokens (Flux Kontext's reference
+# image); head size 12 (not a multiple of 8, which CUDA's kernels pad to).
+B, HEADS, L, D = 2, 3, 45, 12
+ROWS, COLUMNS = (7, 37), (1, 6)
+
+
+def _mask(kind: str, g: torch.Generator):
+    if kind == "none":
+        return None
+    if kind == "keep":  # per image, shared by the heads; key 3 is padding every query skips
+        keep = torch.rand(B, 1, L, L, generator=g) > 0.3
+        keep[..., 3] = False
+        keep[..., ROWS[0]:ROWS[1], 20] = True  # every row keeps a key
+        return keep
+    if kind == "additive":
+        return torch.randn(B, HEADS, L, L, generator=g)
+    if kind == "additive 2-d":  # (L, L): one mask for the batch and heads
+        return torch.randn(L, L, generator=g)
+    raise ValueError(kind)
+
+
+def _forward_backward(fn, q0, k0, mask, upstream):
+    q, k = q0.clone().requires_grad_(), k0.clone().requires_grad_()
+    probs = fn(q, k, ROWS, COLUMNS, mask)
+    (probs * upstream).sum().backward()
+    return probs, q.grad, k.grad
+
+
+def _assert_close(new: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype):
+    """Within 1e-3 of the reference relative to its size; for bfloat16 inputs the gradients are
+    bfloat16 tensors, so each element may also differ by the rounding of the last place."""
+    new, ref = new.double(), ref.double()
+    assert (new - ref).norm() <= 1e-3 * ref.norm()
+    last_place = 2.0 ** -8 if dtype == torch.bfloat16 else 0.0
+    torch.testing.assert_close(new, ref, rtol=1e-3 + last_place, atol=1e-3 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("kernel", ["fused", "chunked"])
+@pytest.mark.parametrize("mask_kind", ["none", "keep", "additive", "additive 2-d"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_values_and_gradients_match_the_explicit_path(monkeypatch, kernel, mask_kind, dtype):
+    if kernel == "chunked":  # the portable kernel (no fused one on the device), chunks of 4 rows, one partial
+        monkeypatch.setattr(joint_maps, "_kernel_for", lambda device, masked: "chunked")
+        monkeypatch.setattr(joint_maps, "JOINT_QUERY_CHUNK", 4)
+    g = torch.Generator().manual_seed(3)
+    q0 = (2 * torch.randn(B, HEADS, L, D, generator=g)).to(dtype)  # spread scores: peaked rows
+    k0 = torch.randn(B, HEADS, L, D, generator=g).to(dtype)
+    mask = _mask(mask_kind, g)
+    upstream = torch.randn(B, ROWS[1] - ROWS[0], COLUMNS[1] - COLUMNS[0], generator=g)
+
+    new = _forward_backward(joint_attention_probabilities, q0, k0, mask, upstream)
+    ref = _forward_backward(joint_maps._explicit_joint_probabilities, q0, k0, mask, upstream)
+    assert new[0].dtype == torch.float32 and new[0].shape == (B, 30, 5)
+    assert new[1].dtype == dtype and new[2].dtype == dtype
+    for n, r in zip(new, ref):
+        _assert_close(n, r, dtype)
+    # the normaliser's gradient reaches keys outside the kept columns, and rows outside the image none
+    assert new[2][:, :, ROWS[0]:].abs().amax() > 0
+    assert new[1][:, :, :ROWS[0]].abs().amax() == 0 and new[1][:, :, ROWS[1]:].abs().amax() == 0
+    if mask_kind == "keep":
+        assert new[0][..., 3 - COLUMNS[0]].abs().amax() == 0 and new[2][:, :, 3].abs().amax() == 0
+
+
+def test_without_gradients_the_values_are_the_same():
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(B, HEADS, L, D, generator=g), torch.randn(B, HEADS, L, D, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(joint_attention_probabilities(q, k, ROWS, COLUMNS),
+                                   joint_maps._explicit_joint_probabilities(q, k, ROWS, COLUMNS), rtol=1e-5, atol=1e-7)
+
+
+def test_autograd_keeps_no_image_by_sequence_matrix():
+    """Saved for the backward: q, k, the normaliser, the kept block and P k; nothing as large
+    as the (heads, N, L) scores."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(1, HEADS, L, 4, generator=g, requires_grad=True)
+    k = torch.randn(1, HEADS, L, 4, generator=g, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        probs = joint_attention_probabilities(q, k, ROWS, COLUMNS)
+    scores = HEADS * (ROWS[1] - ROWS[0]) * L
+    assert saved and max(saved) < scores  # q and k: HEADS * L * 4
+    probs.sum().backward()
+    assert q.grad is not None and k.grad is not None
