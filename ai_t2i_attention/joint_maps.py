@@ -41,6 +41,7 @@ half-precision inputs as they are; see there.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -55,8 +56,9 @@ JOINT_QUERY_CHUNK = 1024
 # On CUDA with float16/bfloat16 inputs: run the fused kernels in that dtype (tensor cores) rather
 # than upcast to float32. The products q.k are exact either way and accumulate in float32, but
 # a half-precision kernel rounds its softmax weights and outputs (P k, P^T c q) to the input's
-# precision, so the gradient then matches float32 to that precision (about 1e-3 relative for
-# bfloat16), not to float32's. Chosen by the CUDA measurement in benchmarks/joint_maps.py.
+# precision, so the gradient then matches float32 only to that precision (about 1e-3 relative
+# for bfloat16). Off until a CUDA run of benchmarks/joint_maps.py (its "native dtype" row, with
+# its error) shows the speed is worth it; the CPU always computes in float32.
 JOINT_NATIVE_DTYPE = False
 
 
@@ -117,11 +119,18 @@ def _attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Opti
         return out, lse.float()
     if kernel == "cuda":
         n = q.shape[2]
-        if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
-        else:
-            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, scale=scale)[:2]
-        return out, lse[..., :n].float()  # the efficient kernel pads lse's query axis
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        try:
+            if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
+                out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
+            else:
+                out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, scale=scale)[:2]
+            return out, lse[..., :n].float()  # the efficient kernel pads lse's query axis
+        except (RuntimeError, NotImplementedError) as error:
+            # a PyTorch build or GPU without these kernels: the portable path gives the same values, slower
+            _warn_once(f"joint-attention maps: the fused CUDA attention kernel failed ({error}); using the "
+                       "chunked kernel, exact but slower; a PyTorch build with flash or memory-efficient attention "
+                       "for this GPU brings the fused one back.")
     outs, lses = [], []
     for first in range(0, q.shape[2], JOINT_QUERY_CHUNK):
         s = torch.einsum("bhne,bhme->bhnm", q[:, :, first:first + JOINT_QUERY_CHUNK].float(), k.float()) * scale
@@ -132,6 +141,15 @@ def _attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Opti
         outs.append((w @ v.float()).to(q.dtype))
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+_WARNED: set = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _pad_heads(x: torch.Tensor, kernel: str) -> torch.Tensor:
@@ -177,8 +195,11 @@ class _JointProbabilities(torch.autograd.Function):
         (B or 1, heads or 1, N or 1, L). Returns (B, N, stop - start) float32."""
         dtype = q_image.dtype if native else torch.float32
         qc, kc = q_image.to(dtype), k.to(dtype)
-        scale = 1 / math.sqrt(q_image.shape[-1])
-        product, lse = _attention_lse(qc, kc, kc, bias, scale, kernel)  # product = P k
+        d = q_image.shape[-1]
+        scale = 1 / math.sqrt(d)
+        padded_k = _pad_heads(kc, kernel)
+        product, lse = _attention_lse(_pad_heads(qc, kernel), padded_k, padded_k, bias, scale, kernel)
+        product = product[..., :d]  # P k
         kept = torch.einsum("bhnd,bhtd->bhnt", q_image.float(), k[:, :, start:stop].float()) * scale
         if bias is not None:
             kept = kept + bias[..., start:stop]
@@ -205,11 +226,12 @@ class _JointProbabilities(torch.autograd.Function):
         return dq.to(q_image.dtype), dk.to(k.dtype), None, None, None, None, None
 
 
-def _additive_mask(mask: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+def _additive_mask(mask: torch.Tensor, rows: tuple[int, int], length: int) -> torch.Tensor:
     """A keep (bool) or additive (float) mask broadcastable to (B, heads, L, L), as additive
-    float32 scores for the query rows `rows`: (B or 1, heads or 1, rows or 1, L)."""
+    float32 scores for the query rows `rows`: (B or 1, heads or 1, rows or 1, L = length)."""
     while mask.ndim < 4:
         mask = mask.unsqueeze(0)
+    mask = mask.expand(*mask.shape[:-1], length)  # a mask broadcast over the keys: the kept columns slice it
     if mask.shape[-2] > 1:
         mask = mask[..., rows[0]:rows[1], :]
     if mask.dtype == torch.bool:
@@ -236,7 +258,7 @@ def joint_attention_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tup
     """
     if mask is not None and mask.device.type == "cpu" and q.device.type != "cpu":
         mask = mask.to(q.device)
-    bias = None if mask is None else _additive_mask(mask, queries)
+    bias = None if mask is None else _additive_mask(mask, queries, k.shape[2])
     kernel = _kernel_for(q.device, bias is not None)
     native = JOINT_NATIVE_DTYPE and kernel == "cuda" and q.dtype in (torch.float16, torch.bfloat16)
     q_image = q[:, :, queries[0]:queries[1]]

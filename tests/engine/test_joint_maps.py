@@ -97,3 +97,20 @@ def test_autograd_keeps_no_image_by_sequence_matrix():
     assert saved and max(saved) < scores  # q and k: HEADS * L * 4
     probs.sum().backward()
     assert q.grad is not None and k.grad is not None
+
+
+def test_transposed_product_keeps_a_large_normaliser_exact_in_half_precision():
+    """P^T x through the kernel in bfloat16 (CUDA's native-dtype path): lse / sqrt(d) rides in
+    two bfloat16 coordinates, so even a normaliser of about 60 (scores of peaked rows) shifts
+    the exponent by far less than bfloat16's last place at that size (0.25 to 2)."""
+    g = torch.Generator().manual_seed(6)
+    q = (4 * torch.randn(1, 2, 40, 16, generator=g)).bfloat16()
+    k = (4 * torch.randn(1, 2, 50, 16, generator=g)).bfloat16()
+    x = torch.randn(1, 2, 40, 16, generator=g).bfloat16()
+    scale = 1 / 4
+    scores = q.float() @ k.float().transpose(-1, -2) * scale  # the bfloat16 inputs, exactly
+    lse = scores.logsumexp(-1)
+    assert lse.amax() > 40
+    expected = torch.exp(scores - lse[..., None]).transpose(-1, -2) @ x.float()
+    half = joint_maps._transposed_product(q, k, lse, x, None, scale, "cpu")
+    assert (half - expected).norm() <= 1e-2 * expected.norm()  # what is left: the kernel's own rounding
