@@ -1,8 +1,8 @@
 """Baseline guidance losses from neighbouring work, in the same sampler as AI-T2I.
 
-Each is registered into LOSSES / PRESETS (losses.py) with the one signature every loss
-has, loss(maps, weights) -> {term: (B,), "total": (B,)}, so the guided sampler runs
-them unchanged for side-by-side comparisons.
+Each has the one signature every loss has, loss(maps, weights) -> {term: (B,),
+"total": (B,)}, and methods.py lists it in LOSSES with its preset in PRESETS, so the
+guided sampler runs them unchanged for side-by-side comparisons.
 
     Divide & Bind  (Li et al., BMVC 2023)   attendance (total variation) + binding (JSD)
     A-STAR         (Agarwal et al., ICCV 2023) segregation (soft overlap) + retention
@@ -15,41 +15,19 @@ Gaussian-smoothed subject maps that Attend-and-Excite, Divide & Bind and CONFORM
 the subject maps of the previous guided step when the host provides them (None on the
 first guided step and in stateless callers).
 
-What the pack cannot express exactly is listed in each preset's docstring below.
+What the pack cannot express exactly is listed in each preset's docstring (methods.py).
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from .losses import LOSSES, PRESETS, LossWeights, Preset, Refinement, presence_term
+from .losses import presence_term
 from .maps import SubjectMaps
 from .regions import EPS
-
-
-@dataclass(frozen=True)
-class BaselineWeights(LossWeights):
-    """LossWeights plus the baselines' own weights and constants: the reference defaults
-    where they could be checked (Divide & Bind, CONFORM), this pack's choice otherwise
-    (A-STAR's weights and binarisation threshold, see A_STAR)."""
-
-    attendance: float = 1.0  # Divide & Bind
-    binding: float = 1.0  # Divide & Bind
-    segregation: float = 1.0  # A-STAR
-    retention: float = 1.0  # A-STAR
-    retention_threshold: float = 0.5  # A-STAR: previous map binarised at this fraction of its peak
-    contrast: float = 1.0  # CONFORM
-    temperature: float = 0.5  # CONFORM (InfoNCE temperature)
-
-
-def _baseline_weights(w: LossWeights) -> BaselineWeights:
-    """Plain LossWeights (any registered loss accepts them) get the baselines' defaults."""
-    if isinstance(w, BaselineWeights):
-        return w
-    return BaselineWeights(**{f.name: getattr(w, f.name) for f in fields(w)})
+from .weights import BaselineWeights
 
 
 def _attribute_maps(maps: SubjectMaps) -> torch.Tensor:
@@ -108,7 +86,7 @@ def divide_and_bind_loss(maps: SubjectMaps, w: BaselineWeights) -> dict[str, tor
     indicator (the sampler refines while presence > 1 - threshold, i.e. while the
     weakest TV is under the threshold, as Divide & Bind's refinement does).
     """
-    w = _baseline_weights(w)
+    w = BaselineWeights.of(w)
     tv = total_variation(maps.smoothed)  # (B, S)
     bind = binding_per_subject(maps)
     per_subject = w.binding * bind - w.attendance * tv
@@ -159,7 +137,7 @@ def a_star_loss(maps: SubjectMaps, w: BaselineWeights) -> dict[str, torch.Tensor
     maps.previous None (first guided step, or a host that keeps no state) it is 0 and the
     loss is segregation alone.
     """
-    w = _baseline_weights(w)
+    w = BaselineWeights.of(w)
     seg = segregation_term(maps.smoothed)
     ret = retention_term(maps.smoothed, maps.previous, w.retention_threshold)
     out = {"segregation": seg}
@@ -208,7 +186,7 @@ def conform_loss(maps: SubjectMaps, w: BaselineWeights) -> dict[str, torch.Tenso
     Also reported, not minimised: presence (Attend-and-Excite's term), so the run log
     shows whether every subject is attended.
     """
-    w = _baseline_weights(w)
+    w = BaselineWeights.of(w)
     sub = maps.smoothed
     b, s = sub.shape[:2]
     parts = [sub.flatten(2)]
@@ -222,38 +200,3 @@ def conform_loss(maps: SubjectMaps, w: BaselineWeights) -> dict[str, torch.Tenso
         labels += list(range(s))
     loss = contrastive_term(torch.cat(parts, dim=1), labels, w.temperature)
     return {"contrast": loss, "presence": presence_term(maps, w), "total": w.contrast * loss}
-
-
-# ---------------------------------------------------------------- registry
-
-LOSSES.update({"divide_and_bind": divide_and_bind_loss, "a_star": a_star_loss, "conform": conform_loss})
-
-DIVIDE_AND_BIND = Preset("divide_and_bind", BaselineWeights(), Refinement({0.0: 0.05, 0.2: 0.2, 0.4: 0.3}),
-                         refine=True)
-"""Divide & Bind preset. Reference defaults kept: step size 20 * sqrt(linspace(1.0, 0.5)),
-first half of the steps guided, refinement at steps 0 / 10 / 20 of 50 (positions 0.0 / 0.2
-/ 0.4) until the weakest subject's TV reaches 0.05 / 0.2 / 0.3.
-Differences from the reference code: at most 20 refinement iterations (the pack's
-max_refinement_iters; the reference allows 50); the binding weight is a constant 1 (the
-reference raises it to 5 and 10 after 10 and 20 of 50 steps: a loss here does not know
-the step); binding compares the two maps normalised by their sums (the reference
-softmax-normalises and cuts below a quantile of the peak first) and reads the attribute
-at the same map level as the subject (the reference reads it from finer levels)."""
-
-A_STAR = Preset("a_star", BaselineWeights())
-"""A-STAR preset: segregation + retention, weights 1 and 1, the pack's default step size
-and guided range, no iterative refinement. Retention is applied when the host passes the
-previous guided step's maps (the pack's guided sampler does; the first guided step has
-none). The paper's exact binarisation threshold and loss weights were not checked here:
-half the peak and 1 / 1 are this pack's choices. It declares no iterative refinement: asking
-for one is an error (no term of its loss says when a subject is present enough)."""
-
-CONFORM = Preset("conform", BaselineWeights(), Refinement({0.0: None, 0.2: None, 0.4: None}, test=None),
-                 refine=True)
-"""CONFORM preset: InfoNCE at temperature 0.5 over token-renormalised, smoothed maps,
-step size 20 * sqrt(linspace(1.0, 0.5)), first half guided, and at steps 0 / 10 / 20 of 50
-a fixed 20 extra updates (the reference refines for a fixed count, not to a threshold: its
-refinement declares no test term).
-The previous step's maps are the subjects' only (the reference also adds the attributes')."""
-
-PRESETS.update({"Divide & Bind": DIVIDE_AND_BIND, "A-STAR": A_STAR, "CONFORM": CONFORM})

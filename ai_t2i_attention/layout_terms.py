@@ -1,4 +1,4 @@
-"""Layout loss terms, and the weights they are given (LayoutWeights).
+"""Layout loss terms (their weights: weights.LayoutWeights, held by LossWeights.layout).
 
 With regions, aggregation pulls each subject's activation into its region and isolation
 keeps it out of the rest of the image (BoxDiff-style constraints on the token-
@@ -16,45 +16,11 @@ Shapes: S subjects, B images, (h, w) the attention map size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
-
 import torch
 
 from .maps import SubjectMaps
 from .regions import EPS, pixel_grid
-
-if TYPE_CHECKING:  # losses.py imports this module: the name is for annotations only
-    from .losses import LossWeights
-
-
-@dataclass(frozen=True)
-class LayoutWeights:
-    """The layout terms' weights and the top-k fraction both terms share (LossWeights.layout).
-
-    inner: weight of layout_inner in the loss total (pull each subject into its region).
-    outer: weight of layout_outer in the loss total (keep each subject out of the rest of the
-           image; a subject without a region, out of the others' regions).
-    topk:  share of a region's area (or of its outside's) whose largest activations a term
-           averages, k = topk * area; a shape constant, not a weight.
-
-    Every preset uses these defaults (1.0 and 1.0, beside isolation 2.0 and aggregation 1.25).
-    The layout node's `weight` (SubjectLayout.weight) multiplies inner and outer for the run
-    it is given to (scaled), and the sampler's strength scales the whole update. A weight of 0
-    is never applied: the sampler drops the layout instead, so its regions do not anchor
-    aggregation either.
-    """
-
-    inner: float = 1.0
-    outer: float = 1.0
-    topk: float = 0.2
-
-    def scaled(self, weight: float) -> LayoutWeights:
-        """inner and outer times the layout node's weight; topk unchanged."""
-        return replace(self, inner=self.inner * weight, outer=self.outer * weight)
-
-
-# Loss terms: the registry's term signature, (maps, w) -> (B,) (losses.TERMS).
+from .weights import LossWeights
 
 
 def has_region(regions: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""Loss terms on attention maps, and the registry of guidance losses.
+"""Loss terms on attention maps, and the two losses of this pack built from them
+(AI-T2I and Attend-and-Excite); methods.py lists them with the baselines' in LOSSES.
 
-Every registered loss has one signature:
+Every loss has one signature:
 
     loss(maps: SubjectMaps, w: LossWeights) -> dict[str, Tensor]
 
@@ -11,48 +12,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .layout_terms import LayoutWeights, has_region, layout_inner_term, layout_outer_term, region_anchor
+from .layout_terms import has_region, layout_inner_term, layout_outer_term, region_anchor
 from .maps import SubjectMaps
 from .regions import centroid, find_regions
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights and shape constants. Defaults are the AI-T2I reference runs.
-
-    Radii are given for 16x16 maps (the reference level) and scale with the map side,
-    so a 32x32 SDXL map searches discs of the same relative size.
-    """
-
-    isolation: float = 2.0
-    aggregation: float = 1.25
-    presence: float = 0.25
-    attribute: float = 0.75
-    isolation_metric: str = "euclidean"  # or "cosine"
-    regions: int = 3
-    radius: float = 5.0
-    attribute_regions: int = 3
-    attribute_radius: float = 6.0
-    # The layout terms' (read only when the maps carry regions), see LayoutWeights.
-    layout: LayoutWeights = LayoutWeights()
-
-    # weighted_terms reads a term's weight as the attribute named like the term.
-    @property
-    def layout_inner(self) -> float:
-        return self.layout.inner
-
-    @property
-    def layout_outer(self) -> float:
-        return self.layout.outer
-
-    def scaled_radius(self, radius: float, side: int) -> float:
-        return radius * side / 16.0
+from .weights import LossWeights
 
 
 def _diagonal(h: int, w: int) -> float:
@@ -95,9 +63,9 @@ def aggregation_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
         anchors, has = region_anchor(regions), has_region(regions)
     for s in range(raw.shape[1]):
         if anchors is not None and bool(has[:, s].all()):
-            total = total + _consolidation(raw[:, s], w.regions, radius, anchor=anchors[:, s])
+            total = total + _consolidation(raw[:, s], w.region_count, radius, anchor=anchors[:, s])
         else:
-            total = total + _consolidation(raw[:, s], w.regions, radius)
+            total = total + _consolidation(raw[:, s], w.region_count, radius)
     return total
 
 
@@ -142,7 +110,7 @@ def attribute_term(maps: SubjectMaps, w: LossWeights) -> torch.Tensor:
     attr_radius = w.scaled_radius(w.attribute_radius, side)
     for p, s in enumerate(maps.attribute_of):
         peak = find_regions(raw[:, s], 1, radius).peak
-        total = total + _consolidation(attr[:, p], w.attribute_regions, attr_radius, anchor=peak)
+        total = total + _consolidation(attr[:, p], w.attribute_region_count, attr_radius, anchor=peak)
     return total
 
 
@@ -157,11 +125,11 @@ TERMS: dict[str, Callable[[SubjectMaps, LossWeights], torch.Tensor]] = {
 
 
 def weighted_terms(maps: SubjectMaps, w: LossWeights, names) -> dict[str, torch.Tensor]:
-    """Compute the named terms whose weight is non-zero, and their weighted total."""
+    """Compute the named terms whose weight (LossWeights.weight_of) is non-zero, and their weighted total."""
     out = {}
     total = maps.raw.new_zeros(maps.raw.shape[0])
     for name in names:
-        weight = getattr(w, name)
+        weight = w.weight_of(name)
         if weight == 0:
             continue
         out[name] = TERMS[name](maps, w)
@@ -184,68 +152,3 @@ def attend_and_excite_loss(maps: SubjectMaps, w: LossWeights) -> dict[str, torch
     out = {"presence": presence_term(maps, w)}
     out["total"] = out["presence"]
     return out
-
-
-LOSSES: dict[str, Callable[[SubjectMaps, LossWeights], dict[str, torch.Tensor]]] = {
-    "ai_t2i": ai_t2i_loss,
-    "attend_and_excite": attend_and_excite_loss,
-}
-
-
-@dataclass(frozen=True)
-class Refinement:
-    """A method's iterative refinement, as its preset declares it.
-
-    points: position in the run (0.0 = first step) -> threshold.
-    test:   the loss term that decides: at a point, the update repeats while that term is
-            above 1 - threshold (Attend-and-Excite: its presence term). None: no term
-            decides and every point makes a fixed number of updates; the thresholds are
-            then None. A loss whose terms lack `test` breaks the contract (see
-            tests/engine/test_presets.py; guided_update raises then).
-    """
-
-    points: dict
-    test: Optional[str] = "presence"
-
-
-# Attend-and-Excite's refinement points {0: 0.05, 10: 0.5, 20: 0.8} of 50 steps.
-ATTEND_AND_EXCITE_REFINEMENT = Refinement({0.0: 0.05, 0.2: 0.5, 0.4: 0.8})
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named method and its whole contract.
-
-    loss:          the LOSSES entry it minimises, with these weights.
-    refinement:    its iterative refinement (which steps, which term decides); None: the
-                   method has none, and asking for it is an error.
-    refine:        whether that refinement runs unless the user says otherwise.
-    reads_regions: whether its loss reads layout regions (SubjectMaps.regions); a layout
-                   given to a method that does not is an error, never silently ignored.
-    """
-
-    loss: str
-    weights: LossWeights
-    refinement: Optional[Refinement] = None
-    refine: bool = False
-    reads_regions: bool = False
-
-
-# The AI-T2I reference code does no refinement; asked for, the pack's AI-T2I presets refine
-# at Attend-and-Excite's points on the presence term their loss includes (this pack's choice).
-PRESETS: dict[str, Preset] = {
-    "AI-T2I": Preset("ai_t2i", LossWeights(), ATTEND_AND_EXCITE_REFINEMENT, reads_regions=True),
-    "AI-T2I aggregation only": Preset("ai_t2i", LossWeights(isolation=0.0), ATTEND_AND_EXCITE_REFINEMENT,
-                                      reads_regions=True),
-    "AI-T2I isolation only": Preset("ai_t2i", LossWeights(aggregation=0.0), ATTEND_AND_EXCITE_REFINEMENT,
-                                    reads_regions=True),
-    "Attend-and-Excite": Preset("attend_and_excite", LossWeights(), ATTEND_AND_EXCITE_REFINEMENT, refine=True),
-}
-
-
-def preset_weights(name: str, **overrides) -> Preset:
-    """A preset with some weights overridden (the node's widgets)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(PRESETS)}")
-    p = PRESETS[name]
-    return replace(p, weights=replace(p.weights, **overrides))

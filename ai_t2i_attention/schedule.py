@@ -3,14 +3,13 @@
 Positions are fractions of the sampling run (0.0 = first step, 1.0 = end), as ComfyUI's
 own start_percent/end_percent are, so one schedule fits 20 or 50 steps alike. The
 reference runs guide steps i < 25 of 50, i.e. [0.0, 0.5).
+
+Which guided steps also refine is the method's: Preset.refinement_at (methods.py).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Optional
-
-from .guidance import RefinementTarget
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -19,13 +18,6 @@ class GuidanceSchedule:
     end: float = 0.5  # last guided position (exclusive)
     scale_factor: float = 20.0
     scale_range: tuple[float, float] = (1.0, 0.5)
-    # position -> threshold; at these steps the update repeats while the loss term
-    # `refine_test` is above 1 - threshold (Attend-and-Excite refinement: its presence term),
-    # at most max_refinement_iters times. refine_test None: exactly that many times, and the
-    # thresholds (None) are not read.
-    refinement: dict[float, Optional[float]] = field(default_factory=dict)
-    refine_test: Optional[str] = "presence"
-    max_refinement_iters: int = 20
 
     def __post_init__(self):
         if not (0.0 <= self.start <= 1.0 and 0.0 <= self.end <= 1.0):
@@ -34,8 +26,6 @@ class GuidanceSchedule:
             raise ValueError(f"guidance start {self.start} is after its end {self.end}: swap them")
         if self.scale_factor < 0:
             raise ValueError("scale_factor must be >= 0")
-        if self.max_refinement_iters < 1:
-            raise ValueError("max_refinement_iters must be >= 1")
 
     def guided_steps(self, total_steps: int) -> list[int]:
         """Indices i in [0, total_steps) whose position i/total_steps is in [start, end)."""
@@ -49,10 +39,3 @@ class GuidanceSchedule:
         hi, lo = self.scale_range
         t = i / (total_steps - 1) if total_steps > 1 else 0.0
         return self.scale_factor * math.sqrt(hi + (lo - hi) * t)
-
-    def refinement_target(self, i: int, total_steps: int) -> RefinementTarget | None:
-        """What the refinement point that falls on step i asks, if one does."""
-        for pos, thr in self.refinement.items():
-            if round(pos * total_steps) == i:
-                return RefinementTarget(thr, self.refine_test, self.max_refinement_iters)
-        return None

@@ -1,14 +1,12 @@
 """Guidance widgets shared by the guided sampler and the one-node KSampler."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from comfy_api.latest import io
 
-from ..ai_t2i_attention import PRESETS, GuidanceSchedule, preset_weights
+from ..ai_t2i_attention import PRESETS, GuidanceSettings, SettingsError
 from ..ai_t2i_attention.layers import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS
+from ..ai_t2i_attention.settings import REFINEMENT_CHOICES
 from .host.errors import GuidanceError
-from .host.sampling import GuidanceSettings
 
 METHOD_TOOLTIP = (
     "Loss preset. AI-T2I: isolation + aggregation + presence + attribute alignment. The 'only' variants drop a "
@@ -56,7 +54,7 @@ def advanced_inputs() -> list:
         io.Combo.Input("isolation_metric", options=["euclidean", "cosine"], default="euclidean", tooltip=(
             "How subjects' maps are pushed apart: distance of their centroids (reference) or 1 - cosine "
             "similarity.")),
-        io.Combo.Input("refinement", options=["preset", "on", "off"], default="preset", tooltip=(
+        io.Combo.Input("refinement", options=list(REFINEMENT_CHOICES), default="preset", tooltip=(
             "Iterative refinement at 0%, 20% and 40% of the steps (Attend-and-Excite): repeat the update (up to 20 "
             "times) until the weakest subject is present enough. 'preset' uses the method's own choice (on for "
             "Attend-and-Excite, Divide & Bind and CONFORM, off for AI-T2I as in its reference code). A-STAR has "
@@ -69,18 +67,11 @@ def advanced_inputs() -> list:
     ]
 
 
-def settings_from_inputs(method: str, strength: float, start_percent: float, end_percent: float,
-                         scale_factor: float = 20.0, isolation_metric: str = "euclidean", refinement: str = "preset",
-                         level: str = "auto", layers: str = "auto") -> GuidanceSettings:
-    preset = preset_weights(method, isolation_metric=isolation_metric)
-    if refinement not in ("preset", "on", "off"):
-        raise GuidanceError(f"unknown refinement {refinement!r}; choose preset, on or off")
-    if refinement == "on" and preset.refinement is None:
-        raise GuidanceError(f"{method} has no iterative refinement (no term of its loss says when a subject is "
-                            "present enough): set refinement to 'preset' or 'off', or choose Attend-and-Excite")
-    if refinement != "preset":
-        preset = replace(preset, refine=refinement == "on")
-    ref = preset.refinement if preset.refine else None
-    schedule = GuidanceSchedule(start=start_percent, end=end_percent, scale_factor=scale_factor,
-                                refinement=dict(ref.points) if ref else {}, refine_test=ref.test if ref else None)
-    return GuidanceSettings(preset=preset, schedule=schedule, strength=strength, level=level, layers=layers)
+def settings_from_inputs(**widgets) -> GuidanceSettings:
+    """GuidanceSettings from the values of the widgets above (guidance_inputs, advanced_inputs),
+    passed by their names; a combination that makes no run raises GuidanceError, the host's
+    error for a problem the user can fix."""
+    try:
+        return GuidanceSettings.from_widgets(**widgets)
+    except SettingsError as e:
+        raise GuidanceError(str(e)) from None

@@ -18,7 +18,6 @@ and the run stops with an error instead of silently doing nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -27,7 +26,8 @@ import comfy.model_management
 import comfy.samplers
 import comfy.utils
 
-from ...ai_t2i_attention import (LOSSES, GuidanceSchedule, LossWeights, Preset, StepReport, TokenGroups, guided_update,
+# GuidanceSettings and RunRecord are the engine's plain data; the host's callers import them from here too.
+from ...ai_t2i_attention import (LOSSES, GuidanceSettings, LossWeights, RunRecord, TokenGroups, guided_update,
                                  subject_maps)
 from ...ai_t2i_attention.layers import Layer, LayerChoiceError, choose_layers, describe_layers, map_size
 from .conditioning import entry_layout, has_control, subject_entry, subject_names
@@ -47,42 +47,6 @@ IN_PLACE_SAMPLERS = frozenset({
     "sample_euler_ancestral_cfg_pp", "sample_dpmpp_2m", "sample_dpmpp_2m_cfg_pp", "sample_dpmpp_2m_sde",
     "sample_dpmpp_2m_sde_gpu", "sample_dpmpp_3m_sde", "sample_dpmpp_3m_sde_gpu", "sample_lcm", "sample_ipndm",
     "sample_ipndm_v", "sample_deis", "sample_er_sde", "sample_gradient_estimation"})
-
-
-@dataclass(frozen=True)
-class GuidanceSettings:
-    preset: Preset
-    schedule: GuidanceSchedule = GuidanceSchedule()
-    strength: float = 1.0  # multiplies every step size; 0 turns guidance off
-    level: str = "auto"
-    layers: str = "auto"
-    keep_maps: bool = True  # keep each guided step's maps for previews
-    # Also keep the maps after each update: one extra no-grad conditional forward per guided
-    # step (stopped after the last layer read), so it is off unless a preview asks for it.
-    keep_maps_after: bool = False
-    stop_early: bool = True  # end the guidance forward after the last layer the loss reads
-    fused_attention: bool = True  # the guidance pass uses the host's PyTorch attention (fused backward)
-
-
-@dataclass
-class RunRecord:
-    """What one guided run did: per-step reports and the maps seen at each guided step."""
-
-    subjects: list[str] = field(default_factory=list)
-    map_size: Optional[tuple[int, int]] = None
-    layers: str = ""  # which cross-attention layers the loss read (describe_layers)
-    pass_work: Optional[float] = None  # estimated fraction of the network's forward a guidance pass ran
-    reports: list[StepReport] = field(default_factory=list)
-    maps: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> (B, S, H, W) raw maps
-    maps_after: dict[int, torch.Tensor] = field(default_factory=dict)  # same, at the step's updated latent
-
-    def log_text(self) -> str:
-        head = f"AI-T2I run: subjects={', '.join(self.subjects)} maps={self.map_size}"
-        if self.layers:
-            head += f" from {self.layers}"
-        if self.pass_work is not None:
-            head += f", guidance pass ~{self.pass_work:.0%} of the network"
-        return "\n".join([head] + [r.line() for r in self.reports])
 
 
 def guides(settings: GuidanceSettings, total_steps: int) -> bool:
@@ -232,7 +196,7 @@ class GuidedRun:
         """The guided update of step `step` on latent x (B, C, H, W); returns the new latent."""
         sched = self.settings.schedule
         self.previous_maps = self.latest_maps
-        refinement = sched.refinement_target(step, self.total_steps) if self.settings.preset.refine else None
+        refinement = self.settings.preset.refinement_at(step, self.total_steps)
         # The reference moves the UNet's input z = c_in * x (diffusers' latent), not the sampler's x:
         # the same step taken on x would move z by only c_in^2 of it (0.005 at SD's first sigma).
         c_in = self.model.input_scale(sigma, x)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ai_t2i_attention import LOSSES, PRESETS, SubjectMaps, TokenGroups, preset_weights, subject_maps
+from ai_t2i_attention import LOSSES, PRESETS, SubjectMaps, TokenGroups, configured_preset, subject_maps
 from ai_t2i_attention.baselines import (BaselineWeights, a_star_loss, conform_loss, contrastive_term,
                                         divide_and_bind_loss, jensen_shannon, retention_term, segregation_term,
                                         total_variation)
@@ -44,7 +44,7 @@ def test_presets_registered_with_their_losses():
         assert p.loss == loss and LOSSES[loss] is not None
         assert isinstance(p.weights, BaselineWeights)
         # the node's override path (isolation_metric widget) keeps the subclass and its fields
-        q = preset_weights(name, isolation_metric="cosine")
+        q = configured_preset(name, isolation_metric="cosine")
         assert isinstance(q.weights, BaselineWeights) and q.weights.temperature == p.weights.temperature
     assert PRESETS["Divide & Bind"].refine
     assert PRESETS["Divide & Bind"].refinement.points == {0.0: 0.05, 0.2: 0.2, 0.4: 0.3}
@@ -187,7 +187,7 @@ def test_conform_uses_previous_maps_as_positives():
 # ---------------------------------------------------------------- all three
 
 @pytest.mark.parametrize("name", list(BASELINES.values()))
-def test_shapes_batch_independence_and_finite_on_degenerate_maps(name):
+def test_shapes_and_batch_independence(name):
     w = PRESETS[{v: k for k, v in BASELINES.items()}[name]].weights
     torch.manual_seed(1)
     sub = torch.rand(3, 2, H, W)
@@ -198,8 +198,76 @@ def test_shapes_batch_independence_and_finite_on_degenerate_maps(name):
         assert v.shape == (3,) and torch.isfinite(v).all()
     single = LOSSES[name](maps_of(sub[1:2], attr[1:2], (1,), prev[1:2]), w)["total"]
     torch.testing.assert_close(out["total"][1:2], single)
-    # all-zero maps (a subject the model ignores entirely): finite loss and gradient
-    z = torch.zeros(2, 2, H, W, requires_grad=True)
-    total = LOSSES[name](maps_of(z, torch.zeros(2, 1, H, W), (0,), torch.zeros(2, 2, H, W)), w)["total"]
-    (g,) = torch.autograd.grad(total.sum(), z, allow_unused=True)
-    assert torch.isfinite(total).all() and (g is None or torch.isfinite(g).all())
+
+
+def one_hot(*pixels):
+    """(1, n, H, W): map i is 1 at pixels[i] and 0 elsewhere."""
+    m = torch.zeros(1, len(pixels), H, W)
+    for i, (y, x) in enumerate(pixels):
+        m[0, i, y, x] = 1.0
+    return m
+
+
+# The TV of a one-hot map at an inner pixel: two unit jumps in each direction, each direction
+# averaged over H * (W - 1) neighbour pairs.
+ONE_HOT_TV = 4 / (H * (W - 1))
+C = 1 / (H * W)  # the constant map's value
+T = BaselineWeights().temperature
+BLOB = blobs(torch.tensor([[[7.0, 8.0]]]))  # (1, 1, H, W)
+
+
+def info_nce_all_alike(labels):
+    """CONFORM's loss when every map is alike (equal cosine between all): each positive pair
+    costs log(1 + its negatives), averaged over the ordered positive pairs."""
+    costs = [math.log(1 + sum(m != a for m in labels)) for i, a in enumerate(labels)
+             for j, b in enumerate(labels) if i != j and a == b]
+    return sum(costs) / len(costs)
+
+
+# case -> (subject maps (1, S, H, W), attribute maps (1, P, H, W), attribute_of, previous maps or None,
+#          the total each loss must give there, derived from its definition).
+# Labels of CONFORM's maps: subjects 0..S-1, then each attribute its subject's, then previous maps.
+DEGENERATE = {
+    # Nothing attended at all. D&B: no variation, both distributions empty -> 0. A-STAR: no
+    # overlap; an empty previous map has an empty region, IoU 0 -> retention 1 per subject.
+    # CONFORM: zero embeddings have cosine 0 with everything, so all logits are equal.
+    "all zeros": (torch.zeros(1, 2, H, W), torch.zeros(1, 1, H, W), (1,), torch.zeros(1, 2, H, W),
+                  {"divide_and_bind": 0.0, "a_star": 2.0, "conform": info_nce_all_alike([0, 1, 1, 0, 1])}),
+    # Uniform attention. D&B: no variation, equal distributions -> 0. A-STAR: identical maps
+    # overlap 0.5; the previous map's region is the whole map, IoU = C. CONFORM: all alike.
+    "constant": (torch.full((1, 2, H, W), C), torch.full((1, 1, H, W), C), (1,), torch.full((1, 2, H, W), C),
+                 {"divide_and_bind": -0.0, "a_star": 0.5 + 2 * (1 - C),
+                  "conform": info_nce_all_alike([0, 1, 1, 0, 1])}),
+    # Single-pixel peaks, subjects apart, the attribute on its subject's pixel, the previous maps the
+    # same. D&B: JSD 0, -TV. A-STAR: disjoint, each map exactly its previous region -> 0. CONFORM:
+    # cosine 1 within a group, 0 across: log(1 + negatives * e^(-1/T)) per positive pair.
+    "one-hot peaks": (one_hot((4, 4), (11, 11)), one_hot((11, 11)), (1,), one_hot((4, 4), (11, 11)),
+                      {"divide_and_bind": -ONE_HOT_TV, "a_star": 0.0,
+                       "conform": (2 * math.log(1 + 3 * math.exp(-1 / T)) + 6 * math.log(1 + 2 * math.exp(-1 / T))) / 8}),
+    # Both subjects on the same blob, the attribute too, no previous maps. D&B: JSD 0, -TV of the
+    # blob. A-STAR: identical maps overlap exactly 0.5. CONFORM: all alike, one negative per pair.
+    "equal for both subjects": (BLOB.expand(1, 2, H, W).clone(), BLOB.clone(), (1,), None,
+                                {"divide_and_bind": -float(total_variation(BLOB)), "a_star": 0.5,
+                                 "conform": math.log(2)}),
+    # One subject: nothing to keep apart, no negatives for CONFORM (its logsumexp then holds only
+    # the positive) -> 0; its attribute and previous map on it.
+    "single subject": (one_hot((5, 9)), one_hot((5, 9)), (0,), one_hot((5, 9)),
+                       {"divide_and_bind": -ONE_HOT_TV, "a_star": 0.0, "conform": 0.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+@pytest.mark.parametrize("name", list(BASELINES.values()))
+def test_degenerate_maps_give_finite_known_losses_and_gradients(name, case):
+    """Maps a model really produces at the edges (nothing attended, uniform attention, one pixel,
+    two subjects on one spot, one subject): every term and gradient is finite (a 0/0 anywhere
+    would be NaN here) and the total is the value the loss's definition gives there."""
+    sub, attr, attribute_of, prev, expected = DEGENERATE[case]
+    w = PRESETS[{v: k for k, v in BASELINES.items()}[name]].weights
+    sub, attr = sub.clone().requires_grad_(True), attr.clone().requires_grad_(True)
+    out = LOSSES[name](maps_of(sub, attr, attribute_of, prev), w)
+    for term, v in out.items():
+        assert v.shape == (1,) and torch.isfinite(v).all(), (term, v)
+    torch.testing.assert_close(out["total"], torch.tensor([expected[name]]), rtol=1e-5, atol=1e-6)
+    for g in torch.autograd.grad(out["total"].sum(), (sub, attr), allow_unused=True):
+        assert g is None or torch.isfinite(g).all()

@@ -5,11 +5,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ai_t2i_attention import LOSSES, LossWeights, SubjectMaps
+from ai_t2i_attention import LOSSES, LayoutWeights, LossWeights, SubjectMaps
 from ai_t2i_attention.layout_parse import (Box, LayoutError, SubjectLayout, assign_masks, box_coverage, check_mask,
                                            mask_to_size, parse_boxes)
-from ai_t2i_attention.layout_terms import (LayoutWeights, fraction_inside, layout_inner_term, layout_outer_term,
-                                           outside_regions, region_anchor, topk_mean)
+from ai_t2i_attention.layout_terms import (fraction_inside, layout_inner_term, layout_outer_term, outside_regions,
+                                           region_anchor, topk_mean)
 from ai_t2i_attention.losses import aggregation_term
 from ai_t2i_attention.regions import pixel_grid
 
@@ -210,9 +210,9 @@ def test_terms_are_low_when_subjects_sit_in_their_boxes():
 def test_layout_weights_live_in_one_place_and_scale_the_terms():
     w = LossWeights()
     assert w.layout == LayoutWeights(inner=1.0, outer=1.0, topk=0.2)
-    assert (w.layout_inner, w.layout_outer) == (1.0, 1.0)  # the registry reads the weight named like the term
+    assert (w.weight_of("layout_inner"), w.weight_of("layout_outer")) == (1.0, 1.0)  # the loss total reads these
     strong = replace(w, layout=w.layout.scaled(2.5))  # what the sampler does with the node's weight
-    assert (strong.layout_inner, strong.layout_outer, strong.layout.topk) == (2.5, 2.5, 0.2)
+    assert (strong.weight_of("layout_inner"), strong.weight_of("layout_outer"), strong.layout.topk) == (2.5, 2.5, 0.2)
     maps = maps_of(torch.stack([blob(8, 12), blob(8, 3)])[None], regions_lr())
     base, more = LOSSES["ai_t2i"](maps, w), LOSSES["ai_t2i"](maps, strong)
     assert torch.allclose(more["total"] - base["total"], 1.5 * (base["layout_inner"] + base["layout_outer"]))
@@ -225,7 +225,7 @@ def test_terms_are_zero_without_regions_and_the_loss_adds_them_only_with_regions
     assert "layout_inner" not in plain and "layout_outer" not in plain
     assert float(layout_inner_term(maps_of(m), LossWeights())) == 0.0
     assert {"layout_inner", "layout_outer"} <= set(laid)
-    total = sum(getattr(LossWeights(), k) * laid[k] for k in laid if k != "total")
+    total = sum(LossWeights().weight_of(k) * laid[k] for k in laid if k != "total")
     assert torch.allclose(laid["total"], total)
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ai_t2i_attention import (LOSSES, PRESETS, LossWeights, Preset, SubjectMaps, TokenGroups, centroid,
-                              preset_weights, subject_maps)
+                              configured_preset, subject_maps)
 from ai_t2i_attention.losses import (TERMS, aggregation_term, attribute_term, isolation_term, presence_term,
                                      weighted_terms)
 from ai_t2i_attention.regions import pixel_grid
@@ -328,16 +328,16 @@ def test_presets_are_valid():
     assert "aggregation" not in LOSSES["ai_t2i"](maps, PRESETS["AI-T2I isolation only"].weights)
     d = LossWeights()
     assert (d.isolation, d.aggregation, d.presence, d.attribute) == (2.0, 1.25, 0.25, 0.75)
-    assert (d.regions, d.radius, d.attribute_regions, d.attribute_radius) == (3, 5.0, 3, 6.0)
+    assert (d.region_count, d.radius, d.attribute_region_count, d.attribute_radius) == (3, 5.0, 3, 6.0)
 
 
-def test_preset_weights_overrides_and_unknown():
-    p = preset_weights("AI-T2I", isolation=1.0, isolation_metric="cosine")
+def test_configured_preset_overrides_and_unknown():
+    p = configured_preset("AI-T2I", isolation=1.0, isolation_metric="cosine")
     assert p.weights.isolation == 1.0 and p.weights.isolation_metric == "cosine"
     assert p.weights.aggregation == 1.25 and p.loss == "ai_t2i"
     assert PRESETS["AI-T2I"].weights.isolation == 2.0  # the registry itself is untouched
     with pytest.raises(ValueError, match="unknown method"):
-        preset_weights("nope")
+        configured_preset("nope")
 
 
 def test_unknown_isolation_metric_raises():

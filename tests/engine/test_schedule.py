@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from ai_t2i_attention import ATTEND_AND_EXCITE_REFINEMENT, GuidanceSchedule
+from ai_t2i_attention import GuidanceSchedule
 
 
 def test_default_guides_first_half_of_50_steps():
@@ -43,26 +43,11 @@ def test_step_size_custom_factor_and_range():
     np.testing.assert_allclose([s.step_size(i, 30) for i in range(30)], ref, rtol=1e-12)
 
 
-def test_refinement_points_attend_and_excite():
-    s = GuidanceSchedule(refinement=ATTEND_AND_EXCITE_REFINEMENT.points)
-    got = {i: s.refinement_target(i, 50) for i in range(50)}
-    assert {i: t.threshold for i, t in got.items() if t is not None} == {0: 0.05, 10: 0.5, 20: 0.8}
-    assert {t.test for t in got.values() if t is not None} == {"presence"}
-    assert {t.max_iters for t in got.values() if t is not None} == {20}
-    got20 = {i: s.refinement_target(i, 20) for i in range(20)}
-    assert {i: t.threshold for i, t in got20.items() if t is not None} == {0: 0.05, 4: 0.5, 8: 0.8}
-    assert all(GuidanceSchedule().refinement_target(i, 50) is None for i in range(50))
-    assert GuidanceSchedule().max_refinement_iters == 20
-    fixed = GuidanceSchedule(refinement={0.0: None}, refine_test=None, max_refinement_iters=7).refinement_target(0, 10)
-    assert (fixed.threshold, fixed.test, fixed.max_iters) == (None, None, 7)
-
-
 @pytest.mark.parametrize("kwargs, message", [
     (dict(start=0.6, end=0.4), "swap"),
     (dict(start=-0.1, end=0.5), "0.0..1.0"),
     (dict(start=0.0, end=1.5), "0.0..1.0"),
     (dict(scale_factor=-1.0), "scale_factor"),
-    (dict(max_refinement_iters=0), "max_refinement_iters"),
 ])
 def test_invalid_schedules_raise_with_message(kwargs, message):
     with pytest.raises(ValueError, match=message):

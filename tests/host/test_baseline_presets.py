@@ -27,13 +27,19 @@ def test_baseline_preset_runs_and_changes_the_latent(pack, setup, method):
     if method == "A-STAR":  # retention reads the previous guided step's maps: none at the first step
         assert "retention" not in reports[0].losses and "retention" in reports[1].losses
     if method == "CONFORM":  # a fixed count of refinement updates at the refinement step
-        assert reports[0].iterations == sampler.settings.schedule.max_refinement_iters + 1
+        assert reports[0].iterations == sampler.settings.preset.refinement.max_iters + 1
+
+
+def refining_steps(settings, n=50) -> dict:
+    """step -> threshold of every step of n on which the settings' preset refines."""
+    targets = {i: settings.preset.refinement_at(i, n) for i in range(n)}
+    return {i: t.threshold for i, t in targets.items() if t is not None}
 
 
 def test_presets_bring_their_refinement_points(pack):
-    assert settings(pack, method="Divide & Bind").schedule.refinement == {0.0: 0.05, 0.2: 0.2, 0.4: 0.3}
-    assert settings(pack, method="A-STAR").schedule.refinement == {}
-    assert settings(pack, method="Attend-and-Excite").schedule.refinement == {0.0: 0.05, 0.2: 0.5, 0.4: 0.8}
+    assert refining_steps(settings(pack, method="Divide & Bind")) == {0: 0.05, 10: 0.2, 20: 0.3}
+    assert refining_steps(settings(pack, method="A-STAR")) == {}
+    assert refining_steps(settings(pack, method="Attend-and-Excite")) == {0: 0.05, 10: 0.5, 20: 0.8}
 
 
 def test_refinement_on_for_a_method_without_one_is_an_error(pack):
@@ -42,13 +48,13 @@ def test_refinement_on_for_a_method_without_one_is_an_error(pack):
     sampling = import_module(pack.__name__ + ".nodes.host.sampling")
     with pytest.raises(sampling.GuidanceError, match="A-STAR has no iterative refinement.*'preset' or 'off'"):
         settings(pack, method="A-STAR", refinement="on")
-    assert settings(pack, method="A-STAR", refinement="off").schedule.refinement == {}
+    assert refining_steps(settings(pack, method="A-STAR", refinement="off")) == {}
 
 
 def test_refinement_on_tests_the_declared_term(pack):
     """AI-T2I with refinement on refines on its presence term at Attend-and-Excite's points;
     CONFORM's refinement is a fixed count (no term decides)."""
-    ai = settings(pack, method="AI-T2I", refinement="on").schedule
-    assert ai.refinement == {0.0: 0.05, 0.2: 0.5, 0.4: 0.8} and ai.refine_test == "presence"
-    conform = settings(pack, method="CONFORM").schedule
-    assert conform.refine_test is None and set(conform.refinement) == {0.0, 0.2, 0.4}
+    ai = settings(pack, method="AI-T2I", refinement="on")
+    assert refining_steps(ai) == {0: 0.05, 10: 0.5, 20: 0.8} and ai.preset.refinement_at(10, 50).test == "presence"
+    conform = settings(pack, method="CONFORM")
+    assert refining_steps(conform) == {0: None, 10: None, 20: None} and conform.preset.refinement_at(0, 50).test is None

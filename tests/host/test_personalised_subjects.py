@@ -19,7 +19,7 @@ def spy_on_maps(pack, monkeypatch):
         probe = avg.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             maps = real(probe, groups, *args, **kw)
-            preset = engine.preset_weights("AI-T2I", presence=0.0, attribute=0.0)
+            preset = engine.configured_preset("AI-T2I", presence=0.0, attribute=0.0)
             total = engine.LOSSES[preset.loss](maps, preset.weights)["total"]
             grad, = torch.autograd.grad(total.sum(), probe)
         seen.append({"avg": avg.detach(), "groups": groups, "grad": grad})
