@@ -4,6 +4,9 @@ Uses a full-size SD1.5 checkpoint with random weights, loaded by the host's own
 CheckpointLoaderSimple (weights are inference tensors, as in a real graph), a random
 LoRA file through LoraLoaderModelOnly and a random ControlNet through ControlNetLoader.
 """
+import math
+import re
+
 import pytest
 import torch
 
@@ -24,13 +27,34 @@ def _maps(pack, model, pos, neg, **kw):
     sampler = guided_sampler(pack, **kw)
     out = run(patch(pack, model), sampler, pos, neg, size=SIZE, steps=2, seed=5)
     assert torch.isfinite(out).all()
-    return sampler.last_run
+    return sampler.runs.latest()
+
+
+def _log_totals(record) -> list[float]:
+    """The total loss of each guided step, as the run log prints it."""
+    return [float(v) for v in re.findall(r"\btotal=(\S+)", record.log_text())]
 
 
 def test_checkpoint_model_guides(pack, sd15, prompt):
+    """On the loaded checkpoint the guided result differs from the plain sampler's at the same
+    seed, and the update lowers the loss: with two steps at one sigma (euler's dt is 0 between
+    them) the second step's loss, printed in the run log, is at the updated latent."""
     model, _, _ = sd15
-    record = _maps(pack, model, *prompt)
-    assert record.map_size == (16, 16) and record.reports and not record.reports[0].skipped
+    pos, neg = prompt
+    plain_out = run(model, comfy.samplers.sampler_object("euler"), pos, neg, size=SIZE, steps=2, seed=5)
+    sampler = guided_sampler(pack)
+    guided = run(patch(pack, model), sampler, pos, neg, size=SIZE, steps=2, seed=5)
+    assert torch.isfinite(guided).all() and not torch.allclose(plain_out, guided)
+    record = sampler.runs.latest()
+    assert record.map_size == (16, 16) and [r.step for r in record.reports] == [0] and not record.reports[0].skipped
+    (total,) = _log_totals(record)
+    assert math.isfinite(total) and total > 0
+
+    s = float(comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 10)[2])
+    sampler = guided_sampler(pack, end_percent=1.0)
+    run(patch(pack, model), sampler, pos, neg, size=SIZE, sigmas=torch.tensor([s, s, 0.0]), seed=5)
+    before, after = _log_totals(sampler.runs.latest())
+    assert math.isfinite(after) and after < before, (before, after)
 
 
 def test_lora_changes_the_guidance_forward(pack, sd15, prompt, model_files):
@@ -71,7 +95,7 @@ def test_fp16_model_guides_with_fp32_loss(pack, sd15_small):
     pos = encode(pack, clip, "a cat and a dog", "cat, dog")
     sampler = guided_sampler(pack)
     out = run(patch(pack, half), sampler, pos, plain(clip), size=16, steps=2)
-    report = sampler.last_run.reports[0]
+    report = sampler.runs.latest().reports[0]
     assert torch.isfinite(out).all()
     assert not report.skipped and report.losses["total"] > 0
-    assert sampler.last_run.maps[0].dtype == torch.float32
+    assert sampler.runs.latest().maps[0].dtype == torch.float32

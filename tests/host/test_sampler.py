@@ -22,11 +22,41 @@ def test_zero_strength_reproduces_base_sampler(pack, setup, base):
     assert torch.equal(reference, empty_range)
 
 
+def _centroid_terms(engine, raw: torch.Tensor) -> tuple[float, float, float]:
+    """(isolation, aggregation, centroid distance) of (1, 2, H, W) raw subject maps: the loss's
+    terms that read the raw maps alone, and the distance between the subjects' centroids."""
+    maps = engine.SubjectMaps(raw, raw, raw.new_zeros(1, 0, *raw.shape[2:]), ())
+    w = engine.LossWeights()
+    c = engine.centroid(raw)[0]
+    return (float(engine.losses.isolation_term(maps, w)), float(engine.losses.aggregation_term(maps, w)),
+            float((c[0] - c[1]).norm()))
+
+
 def test_guidance_changes_output(pack, setup):
+    """Strength 0 gives the plain sampler's output bit for bit; at strength 1 each guided update
+    moves the latent the way the loss says: at the updated latent (same sigma) the two
+    subjects' centroids are further apart, and the centroid terms (isolation + aggregation,
+    weighted) are lower than at the latent before it."""
+    from importlib import import_module
+    engine = import_module(pack.__name__ + ".ai_t2i_attention")
     patched, model, pos, neg = setup
     reference = run(model, comfy.samplers.sampler_object("euler"), pos, neg, size=16, steps=4)
-    guided = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4)
-    assert not torch.allclose(reference, guided)
+    assert torch.equal(run(patched, guided_sampler(pack, strength=0.0), pos, neg, size=16, steps=4), reference)
+    with torch.inference_mode():
+        sampler = pack.nodes.AIT2IRecordMapsAfter.execute(sampler=guided_sampler(pack)).result[0]
+    guided = run(patched, sampler, pos, neg, size=16, steps=4)
+    assert torch.isfinite(guided).all() and not torch.allclose(reference, guided)
+    record = sampler.runs.latest()
+    assert sorted(record.maps) == sorted(record.maps_after) == [0, 1]
+    w = engine.LossWeights()
+    for report in record.reports:
+        iso, agg, apart = _centroid_terms(engine, record.maps[report.step])
+        # The recorded maps are the ones the step's loss read: its terms come out the same.
+        assert iso == pytest.approx(report.losses["isolation"], rel=1e-5)
+        assert agg == pytest.approx(report.losses["aggregation"], rel=1e-5)
+        iso_after, agg_after, apart_after = _centroid_terms(engine, record.maps_after[report.step])
+        assert apart_after > apart, (report.step, apart, apart_after)
+        assert w.isolation * iso_after + w.aggregation * agg_after < w.isolation * iso + w.aggregation * agg
 
 
 def test_one_guided_step_lowers_the_loss(pack, setup):
@@ -38,7 +68,7 @@ def test_one_guided_step_lowers_the_loss(pack, setup):
     sigmas = torch.tensor([s, s, 0.0])
     sampler = guided_sampler(pack, end_percent=1.0, scale_factor=2.0)
     run(patched, sampler, pos, neg, size=16, sigmas=sigmas)
-    before, after = (r.losses["total"] for r in sampler.last_run.reports)
+    before, after = (r.losses["total"] for r in sampler.runs.latest().reports)
     assert after < before
 
 
@@ -48,7 +78,7 @@ def test_guides_every_scheduled_step(pack, setup, base):
     sampler = guided_sampler(pack, base, end_percent=0.5)
     out = run(patched, sampler, pos, neg, size=16, steps=6)
     assert torch.isfinite(out).all()
-    assert [r.step for r in sampler.last_run.reports] == [0, 1, 2]
+    assert [r.step for r in sampler.runs.latest().reports] == [0, 1, 2]
 
 
 def test_stepwise_mode_never_repeats_a_seed(pack):
@@ -80,7 +110,7 @@ def test_in_place_step_is_the_position_of_its_sigma(pack, setup):
     s = float(comfy.samplers.calculate_sigmas(ms, "normal", 10)[2])
     sampler = guided_sampler(pack, end_percent=1.0)
     run(patched, sampler, pos, neg, size=16, sigmas=torch.tensor([s, s, 0.5 * s, 0.0]))
-    assert [r.step for r in sampler.last_run.reports] == [0, 1, 2] and sorted(sampler.last_run.maps) == [0, 1, 2]
+    assert [r.step for r in sampler.runs.latest().reports] == [0, 1, 2] and sorted(sampler.runs.latest().maps) == [0, 1, 2]
     from importlib import import_module
     sampling = import_module(pack.__name__ + ".nodes.host.sampling")
     euler = comfy.samplers.sampler_object("euler").sampler_function
@@ -153,7 +183,7 @@ def test_fast_path_matches_straightforward_path(pack, setup):
     moved = (a - reference).abs().max()
     assert moved > 1e-2
     assert (a - b).abs().max() < 0.05 * moved  # rounding of values up to ~100
-    for ra, rb in zip(fast.last_run.reports, slow.last_run.reports):
+    for ra, rb in zip(fast.runs.latest().reports, slow.runs.latest().reports):
         assert ra.losses["total"] == pytest.approx(rb.losses["total"], rel=1e-4)
 
 
