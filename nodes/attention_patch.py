@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .host.attention import PATCH_KEY, install_hooks
+from .host.families import hooked_layers, install_hooks
 
 
 class AIT2IAttentionPatch(io.ComfyNode):
@@ -27,6 +27,6 @@ class AIT2IAttentionPatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, model) -> io.NodeOutput:
-        if model.model_options.get(PATCH_KEY) is not None:
+        if hooked_layers(model.model_options) is not None:
             raise ValueError("this model already passed through an 'AI-T2I Attention Patch' node: remove the second one")
         return io.NodeOutput(install_hooks(model))

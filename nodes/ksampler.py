@@ -4,10 +4,11 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from .attention_maps import before_after_tiles
-from .host.attention import PATCH_KEY, install_hooks
+from ..ai_t2i_attention.preview import before_after_tiles
+from .host.families import hooked_layers, install_hooks
 from .host.sampling import sample_with_guidance
 from .options import guidance_inputs, layers_input, settings_from_inputs
+from .preview_notice import unguided_tile
 
 
 class AIT2IKSampler(io.ComfyNode):
@@ -42,7 +43,8 @@ class AIT2IKSampler(io.ComfyNode):
             outputs=[
                 io.Latent.Output(tooltip="The denoised latent."),
                 io.Image.Output(display_name="attention_maps", tooltip=(
-                    "One heatmap per subject (per image) at the first and last guided step.")),
+                    "One heatmap per subject (per image) at the first and last guided step; at strength 0 (or a range "
+                    "without steps) one tile saying no step was guided.")),
                 io.String.Output(display_name="loss_log", tooltip="The loss terms at every guided step."),
             ],
         )
@@ -50,7 +52,7 @@ class AIT2IKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                 **options) -> io.NodeOutput:
-        if model.model_options.get(PATCH_KEY) is None:
+        if hooked_layers(model.model_options) is None:
             model = install_hooks(model)
         settings = settings_from_inputs(**options)
         latent, record = sample_with_guidance(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
@@ -60,10 +62,9 @@ class AIT2IKSampler(io.ComfyNode):
 
 
 def maps_image(record):
-    """(N, H, W, 3) heatmaps of the first and last guided step (a black tile when none was guided)."""
-    import torch
-
-    if not record or not record.maps:
-        return torch.zeros(1, 64, 64, 3)
+    """(N, H, W, 3) heatmaps of the first and last guided step; for a run that guided none,
+    one tile saying why (as AI-T2I Attention Maps shows it)."""
+    if not record.maps:
+        return unguided_tile(record)
     keys = sorted(record.maps)
     return before_after_tiles(record, sorted({keys[0], keys[-1]}))[0]

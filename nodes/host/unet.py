@@ -20,20 +20,14 @@ projections count per text token. Checked against torch's FLOP counter on the re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, UNetModel, Upsample
 
 from ...ai_t2i_attention.layers import Layer, map_size
-
-Key = tuple[str, int, int]  # attn2 patch key: (part, block index, transformer block index)
-SUPPORTED = "SD1.x, SD2.x, SDXL and other UNet (openaimodel) models with cross-attention"
-
-
-class UnsupportedModel(ValueError):
-    pass
+from .structure import Key, parameter_count as _weights, unsupported
 
 
 @dataclass(frozen=True)
@@ -56,16 +50,10 @@ class UNetPart:
     key: Optional[Key] = None
 
 
-def _weights(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def unet_parts(diffusion_model) -> Iterator[UNetPart]:
     """Every part of the UNet's forward, in execution order (see UNetPart)."""
     if not isinstance(diffusion_model, UNetModel):
-        raise UnsupportedModel(
-            f"AI-T2I supports {SUPPORTED} and the joint-attention models SD3/SD3.5 (MMDiT) and Flux.1; this model "
-            f"is a {type(diffusion_model).__name__}. Use an SD1.x/SD2.x/SDXL, SD3/SD3.5 or Flux.1 checkpoint.")
+        raise unsupported(f"this model is a {type(diffusion_model).__name__}")
     blocks = [("input", i, blk) for i, blk in enumerate(diffusion_model.input_blocks)]
     if diffusion_model.middle_block is not None:
         blocks.append(("middle", 0, diffusion_model.middle_block))
@@ -92,8 +80,7 @@ def cross_attention_layers(diffusion_model) -> list[Layer]:
     """All attn2 layers of a ComfyUI UNetModel in execution order, with their factor."""
     layers = [Layer(part.key, part.factor) for part in unet_parts(diffusion_model) if part.key is not None]
     if not layers:
-        raise UnsupportedModel(f"this UNet has no cross-attention layers, so there are no subject maps to guide: "
-                               f"AI-T2I supports {SUPPORTED}. Use an SD1.x/SD2.x/SDXL checkpoint.")
+        raise unsupported("this UNet has no cross-attention layers, so there are no subject maps to guide")
     return layers
 
 
@@ -114,15 +101,3 @@ def unet_work(diffusion_model, latent_hw: tuple[int, int], text_tokens: int = 77
                 work += (_weights(attn2.to_k) + _weights(attn2.to_v)) * (text_tokens - n)
         items.append((part.key, work))
     return items
-
-
-def work_until(items: list[tuple[Optional[Key], float]], keys: Iterable[Key]) -> float:
-    """Fraction of the forward's work done when the last of `keys` has run (0..1)."""
-    keys = set(keys)
-    total = sum(w for _, w in items)
-    done = last = 0.0
-    for key, w in items:
-        done += w
-        if key in keys:
-            last = done
-    return last / total if total else 1.0

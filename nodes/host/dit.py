@@ -1,12 +1,12 @@
-"""A joint-attention (MM-DiT) model's structure, read in one walk: which family it is, its
+"""A joint-attention model's (DiT's) structure, read in one walk: which kind it is, its
 blocks in execution order (the layers the patch node hooks) and how much of its forward's
 work lies before each of them.
 
 What changes here is what changes when the host changes a DiT's structure (its model
-classes, block lists, per-token and per-image weights, registers). The hooks themselves are
-in joint_attention.py, the guidance pass in guidance_pass.py.
+classes, block lists, per-token and per-image weights, registers). The hooks are in
+dit_hooks.py; families.py puts both together for the guidance pass.
 
-Families: SD3/SD3.5 (comfy.model_base.SD3 around the host's MMDiT: joint blocks only, the
+Kinds: SD3/SD3.5 (comfy.model_base.SD3 around the host's MMDiT: joint blocks only, the
 text tokens first in each joint attention, after `register_length` learnt registers) and
 Flux.1 (comfy.model_base.Flux around the host's Flux: double-stream blocks, then
 single-stream blocks over [text, image]; dev, schnell, Fill and Kontext share that class).
@@ -32,16 +32,14 @@ from comfy.ldm.flux.model import Flux
 from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
 from ...ai_t2i_attention.layers import Layer, map_size
-from .unet import UnsupportedModel, work_until  # noqa: F401  (work_until: one rule for both families)
+from .structure import Key, parameter_count as _weights, unsupported
 
-Key = tuple[str, int, int]  # ("double" | "single", block index, 0)
-SUPPORTED = "SD3/SD3.5 (MMDiT) and Flux.1 (dev, schnell, Fill, Kontext)"
 # The host's block-replace slot names for each part of a DiT.
 SLOTS = {"double": "double_block", "single": "single_block"}
 
 
 @dataclass(frozen=True)
-class DiTFamily:
+class DiTKind:
     """What a guidance pass needs to know of a DiT model, besides its blocks.
 
     name:       "SD3" or "Flux", for messages
@@ -61,23 +59,21 @@ class DiTFamily:
 
 
 def is_dit(model) -> bool:
-    """Whether the host model (comfy.model_base.BaseModel) is a joint-attention family this
-    pack knows by type, supported or refused (see dit_family)."""
+    """Whether the host model (comfy.model_base.BaseModel) is of a joint-attention class this
+    pack knows by type, supported or refused (see dit_kind)."""
     return isinstance(model, (comfy.model_base.SD3, comfy.model_base.Flux))
 
 
-def dit_family(model) -> DiTFamily:
-    """The family of a host model (comfy.model_base.BaseModel). Raises UnsupportedModel,
+def dit_kind(model) -> DiTKind:
+    """The kind of a DiT host model (comfy.model_base.BaseModel). Raises UnsupportedModel,
     naming what is supported, for every other joint-attention model."""
     dm = model.diffusion_model
     if type(model) is comfy.model_base.SD3 and isinstance(dm, MMDiT):
-        return DiTFamily("SD3", dm.patch_size, dm.register_length, checkpointed=True)
+        return DiTKind("SD3", dm.patch_size, dm.register_length, checkpointed=True)
     if type(model) is comfy.model_base.Flux and isinstance(dm, Flux):
-        return DiTFamily("Flux", dm.patch_size)
-    raise UnsupportedModel(
-        f"AI-T2I supports UNet models (SD1.x, SD2.x, SDXL) and the joint-attention models {SUPPORTED}; this model "
-        f"is a {type(model).__name__} ({type(dm).__name__}), whose text encoder and blocks it does not map. Use an "
-        "SD1.x/SD2.x/SDXL, SD3/SD3.5 or Flux.1 checkpoint.")
+        return DiTKind("Flux", dm.patch_size)
+    raise unsupported(f"this model is a {type(model).__name__} ({type(dm).__name__}), whose text encoder and "
+                      "blocks it does not map")
 
 
 @dataclass(frozen=True)
@@ -97,10 +93,6 @@ class DiTPart:
     text: int = 0
     joint_width: int = 0
     image_width: int = 0
-
-
-def _weights(*modules) -> int:
-    return sum(p.numel() for m in modules if m is not None for p in m.parameters())
 
 
 def _mmdit_parts(dm: MMDiT) -> Iterator[DiTPart]:
@@ -129,25 +121,25 @@ def _flux_parts(dm: Flux) -> Iterator[DiTPart]:
 
 def dit_parts(model) -> Iterator[DiTPart]:
     """Every part of the host model's DiT forward, in execution order (see DiTPart)."""
-    family = dit_family(model)
+    kind = dit_kind(model)
     dm = model.diffusion_model
-    return _mmdit_parts(dm) if family.name == "SD3" else _flux_parts(dm)
+    return _mmdit_parts(dm) if kind.name == "SD3" else _flux_parts(dm)
 
 
-def joint_attention_layers(model) -> list[Layer]:
+def dit_layers(model) -> list[Layer]:
     """The blocks of a DiT host model whose joint attention can be read, in execution order;
     factor: the patch size (every block sees the patch grid), pool: the maps may be pooled."""
-    patch = dit_family(model).patch
+    patch = dit_kind(model).patch
     return [Layer(p.key, patch, pool=True) for p in dit_parts(model) if p.key is not None]
 
 
 def dit_work(model, latent_hw: tuple[int, int], text_tokens: int) -> list[tuple[Optional[Key], float]]:
     """(key, work) for every part of the DiT's forward at latent size (h, w) with a text
     context of text_tokens tokens, in execution order (see the module docstring)."""
-    family = dit_family(model)
-    h, w = map_size(latent_hw, family.patch)
+    kind = dit_kind(model)
+    h, w = map_size(latent_hw, kind.patch)
     n = h * w
-    t = text_tokens + family.registers
+    t = text_tokens + kind.registers
     items = []
     for part in dit_parts(model):
         work = part.image * n + part.text * t
