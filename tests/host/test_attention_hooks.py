@@ -47,7 +47,7 @@ def test_sd15_guided_run_reads_expected_maps(pack, sd15_small):
     pos = encode(pack, clip, "a photo of a cat and a dog", "cat, dog")
     sampler = guided_sampler(pack, level="1/4")
     out = run(patch(pack, model), sampler, pos, plain(clip), size=64, steps=2)
-    rec = sampler.last_run
+    rec = sampler.runs.latest()
     assert torch.isfinite(out).all()
     assert rec.map_size == (16, 16)  # 64x64 latent (512 px) at latent/4: the reference's 16x16 maps
     assert [r.step for r in rec.reports] == [0]  # end_percent 0.5 of 2 steps
@@ -60,7 +60,7 @@ def test_sdxl_guided_run(pack, sdxl_small):
     pos = encode(pack, clip, "a red car and a blue bird", "car, bird", "red:car, blue:bird")
     sampler = guided_sampler(pack)
     out = run(patch(pack, model), sampler, pos, plain(clip), size=32, steps=2, batch=2)
-    rec = sampler.last_run
+    rec = sampler.runs.latest()
     assert torch.isfinite(out).all()
     assert rec.map_size == (16, 16)  # auto level on a 32x32 latent: latent/2, the 16x16 maps
     assert rec.maps[0].shape == (2, 2, 16, 16)
@@ -89,7 +89,7 @@ def test_existing_attn2_patch_still_runs(pack, sd15_small):
     sampler = guided_sampler(pack, level="1/4")
     run(patch(pack, m), sampler, encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip), size=32, steps=2)
     assert ("input", 7) in calls and ("output", 3) in calls
-    assert len(sampler.last_run.reports) == 1
+    assert len(sampler.runs.latest().reports) == 1
 
 
 @pytest.mark.parametrize("order", ["before", "after"])
@@ -115,8 +115,8 @@ def test_ipadapter_style_patch_composes_in_either_order(pack, sd15_small, order)
     sampler = guided_sampler(pack, level="1/4", layers="down+up")
     out = run(m, sampler, encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip), size=32, steps=2)
     assert torch.isfinite(out).all()
-    assert len(sampler.last_run.reports) == 1 and not sampler.last_run.reports[0].skipped
-    assert "input 7" in sampler.last_run.layers
+    assert len(sampler.runs.latest().reports) == 1 and not sampler.runs.latest().reports[0].skipped
+    assert "input 7" in sampler.runs.latest().layers
     assert True in calls and False in calls  # in the guidance pass (with gradients) and in the plain ones
     base = run(with_other(model), comfy.samplers.sampler_object("euler"), encode(pack, clip, "a cat and a dog",
                "cat, dog"), plain(clip), size=32, steps=2)
@@ -133,4 +133,4 @@ def test_prompt_over_77_tokens(pack, sd15_small):
     assert pos[0][0].shape[1] >= 154
     sampler = guided_sampler(pack)
     out = run(patch(pack, model), sampler, pos, plain(clip), size=32, steps=2)
-    assert torch.isfinite(out).all() and len(sampler.last_run.reports) == 1
+    assert torch.isfinite(out).all() and len(sampler.runs.latest().reports) == 1

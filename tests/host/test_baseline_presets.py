@@ -21,7 +21,7 @@ def test_baseline_preset_runs_and_changes_the_latent(pack, setup, method):
     guided = run(patched, sampler, pos, neg, size=16, steps=4)
     assert torch.isfinite(guided).all()
     assert not torch.allclose(reference, guided)
-    reports = sampler.last_run.reports
+    reports = sampler.runs.latest().reports
     assert [r.step for r in reports] == [0, 1]
     assert all(r.final_total is not None and not r.skipped for r in reports)
     if method == "A-STAR":  # retention reads the previous guided step's maps: none at the first step

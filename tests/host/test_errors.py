@@ -34,7 +34,7 @@ def test_cancel_during_guided_step_stops_and_leaves_model_clean(pack, sd15_small
         sampling.GuidedRun.callback = original
         comfy.model_management.interrupt_current_processing(False)
     assert calls == [0]  # stopped within the next step's guided update
-    assert [r.step for r in sampler.last_run.reports] == [0]
+    assert [r.step for r in sampler.runs.latest().reports] == [0]
     # The input model was never patched; the patched clone holds the only hooks.
     assert model.model_options.get("transformer_options", {}) == before
     out = run(patched, guided_sampler(pack), pos, neg, size=16, steps=2)

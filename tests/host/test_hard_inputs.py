@@ -72,7 +72,7 @@ def _next_run_works(pack, model, clip, size=8):
     sampler = guided_sampler(pack)
     out = run(patch(pack, model), sampler, encode(pack, clip, PROMPT, SUBJECTS), plain(clip), size=size, steps=2)
     assert torch.isfinite(out).all()
-    assert sampler.last_run.reports and not sampler.last_run.reports[0].skipped
+    assert sampler.runs.latest().reports and not sampler.runs.latest().reports[0].skipped
 
 
 def _run_hw(model, sampler, pos, neg, hw, steps=2, seed=1, batch=1):
@@ -119,7 +119,7 @@ def test_word_twice_in_prompt_guides_both_occurrences(pack, sd15_small):
     assert groups.subjects == ((2,), (5,))
     sampler = guided_sampler(pack)
     out = run(patch(pack, model), sampler, pos, plain(clip), size=16, steps=2)
-    maps = sampler.last_run.maps[0]
+    maps = sampler.runs.latest().maps[0]
     assert torch.isfinite(out).all() and maps.shape[1] == 2
     assert not torch.equal(maps[:, 0], maps[:, 1])  # two columns, two different maps
 
@@ -139,7 +139,7 @@ def test_subjects_in_second_and_third_chunk_resolve_and_guide(pack, sd15_small):
         assert col // 77 == chunk and chunks[chunk][col % 77][0] == word_id
     sampler = guided_sampler(pack)
     out = run(patch(pack, model), sampler, pos, plain(clip), size=16, steps=2)
-    record = sampler.last_run
+    record = sampler.runs.latest()
     assert torch.isfinite(out).all() and not record.reports[0].skipped
     assert record.maps[0].shape[:2] == (1, 3) and torch.isfinite(record.maps[0]).all()
 
@@ -167,8 +167,8 @@ def test_odd_and_small_latents(pack, sd15_small):
     for hw, level, maps in (((25, 25), "auto", (13, 13)), ((15, 21), "1/2", (8, 11))):
         sampler = guided_sampler(pack, level=level)
         out = _run_hw(patched, sampler, pos, neg, hw)
-        assert torch.isfinite(out).all() and sampler.last_run.map_size == maps
-        assert not sampler.last_run.reports[0].skipped
+        assert torch.isfinite(out).all() and sampler.runs.latest().map_size == maps
+        assert not sampler.runs.latest().reports[0].skipped
     before = _snapshot(model.model_options), _snapshot(patched.model_options)
     with pytest.raises(Exception, match=r"a 10x12 latent gives no usable attention map at level 1/4 \(3x3, under "
                                         r"4x4\); use a larger image or a finer level"):
@@ -277,10 +277,10 @@ def test_fp16_gradient_overflow_skips_only_that_image(pack, sd15_small, caplog):
     sampler = guided_sampler(pack)
     with caplog.at_level(logging.WARNING, logger="ai_t2i"):
         out = run(patched, sampler, pos, neg, size=8, steps=2, batch=2)
-    report = sampler.last_run.reports[0]
+    report = sampler.runs.latest().reports[0]
     assert calls == [2]  # one guidance pass, batch of 2, the patch ran in it
     assert report.skipped == ["image 1: non-finite loss or gradient"]
-    assert "SKIPPED: image 1" in sampler.last_run.log_text()
+    assert "SKIPPED: image 1" in sampler.runs.latest().log_text()
     assert "update was skipped" in caplog.text and "fp32/bf16" in caplog.text
     assert torch.isfinite(out).all()
     assert torch.equal(out[1], base[1]) and not torch.equal(out[0], base[0])
@@ -288,7 +288,7 @@ def test_fp16_gradient_overflow_skips_only_that_image(pack, sd15_small, caplog):
     _next_run_works(pack, half, clip)
     largest = guided_sampler(pack, strength=100.0, scale_factor=200.0)
     out = run(patch(pack, half), largest, pos, neg, size=8, steps=2)
-    assert torch.isfinite(out).all() and not largest.last_run.reports[0].skipped
+    assert torch.isfinite(out).all() and not largest.runs.latest().reports[0].skipped
 
 
 # -- Cancel and composition -------------------------------------------------------------------
@@ -334,8 +334,8 @@ def test_attn2_patch_composes_before_and_after(pack, sd15_small):
     def guided(m):
         sampler = guided_sampler(pack)
         out = run(m, sampler, pos, neg, size=16, steps=2, seed=4)
-        assert torch.isfinite(out).all() and not sampler.last_run.reports[0].skipped
-        return out, sampler.last_run.maps[0]
+        assert torch.isfinite(out).all() and not sampler.runs.latest().reports[0].skipped
+        return out, sampler.runs.latest().maps[0]
 
     alone = guided(patch(pack, model))
     first = model.clone()
@@ -361,12 +361,12 @@ def test_same_seed_twice_is_bit_identical(pack, sd15_small, base):
     pos, neg = encode(pack, clip, PROMPT, SUBJECTS), plain(clip)
     patched, sampler = patch(pack, model), guided_sampler(pack, base)
     first = run(patched, sampler, pos, neg, size=8, steps=3, seed=21, batch=2)
-    first_maps = sampler.last_run.maps[0]
+    first_maps = sampler.runs.latest().maps[0]
     second = run(patched, sampler, pos, neg, size=8, steps=3, seed=21, batch=2)
     fresh = run(patch(pack, model), guided_sampler(pack, base), pos, neg, size=8, steps=3, seed=21, batch=2)
     assert torch.isfinite(first).all()
     assert torch.equal(first, second) and torch.equal(first, fresh)
-    assert torch.equal(first_maps, sampler.last_run.maps[0])
+    assert torch.equal(first_maps, sampler.runs.latest().maps[0])
 
 
 def test_first_image_same_in_batch_of_1_and_4(pack, sd15_small):
@@ -393,7 +393,7 @@ def test_first_image_same_in_batch_of_1_and_4(pack, sd15_small):
     guided_diff = float((one[0] - four[0]).abs().max())
     assert guided_diff <= max(4 * host_rounding, 1e-6 * scale) and guided_diff <= 1e-5 * scale
     assert float((one[0] - plain1[0]).abs().max()) > 10 * guided_diff  # guidance moved it far more
-    assert torch.allclose(s1.last_run.maps[0][0], s4.last_run.maps[0][0], atol=1e-5)
+    assert torch.allclose(s1.runs.latest().maps[0][0], s4.runs.latest().maps[0][0], atol=1e-5)
 
 
 # -- through the executor: an error, then the server keeps serving ----------------------------

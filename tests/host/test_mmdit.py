@@ -173,7 +173,7 @@ def test_guided_run_moves_guided_steps_only_and_cfg_calls_are_the_hosts(pack, fa
     sampler = guided_sampler(pack, end_percent=0.5)
     out = _sample(patch(pack, m), sampler, pos, neg, steps=4, callback=callback)
     assert torch.isfinite(out).all()
-    assert [r.step for r in sampler.last_run.reports] == [0, 1]
+    assert [r.step for r in sampler.runs.latest().reports] == [0, 1]
 
     # Euler: the state entering step i+1 is x_i + (s_{i+1} - s_i) (x_i - denoised_i) / s_i; the model
     # then sees it moved by the guided update at guided steps, unchanged elsewhere.

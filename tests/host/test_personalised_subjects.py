@@ -57,8 +57,8 @@ def test_textual_inversion_subject_spans_its_vectors(pack, sd15_small, tmp_path,
     seen = spy_on_maps(pack, monkeypatch)
     sampler = guided_sampler(pack)
     run(patch(pack, sd15_small[0]), sampler, pos, plain(clip), size=16, steps=2)
-    assert sampler.last_run.maps[0].shape[1] == 2 and not sampler.last_run.reports[0].skipped
-    assert_acts_on_all_columns(seen, sampler.last_run, 0, (4, 5, 6))
+    assert sampler.runs.latest().maps[0].shape[1] == 2 and not sampler.runs.latest().reports[0].skipped
+    assert_acts_on_all_columns(seen, sampler.runs.latest(), 0, (4, 5, 6))
 
 
 def test_rare_trigger_word_split_into_tokens(pack, sd15_small):
@@ -93,7 +93,7 @@ def test_lora_trigger_word_through_lora_loader(pack, sd15_small, tmp_path, monke
     seen = spy_on_maps(pack, monkeypatch)
     sampler = guided_sampler(pack)
     guided = run(patch(pack, lora_model), sampler, pos, plain(lora_clip), size=16, steps=2)
-    record = sampler.last_run
+    record = sampler.runs.latest()
     assert record.reports and not any(r.skipped for r in record.reports)
     assert record.subjects == ["sks zxqvdog", "cat"]
     assert_acts_on_all_columns(seen, record, 0, cols)
@@ -121,8 +121,8 @@ def test_learned_embedding_through_the_loaders_embeddings_folder(pack, tmp_path,
     seen = spy_on_maps(pack, monkeypatch)
     sampler = guided_sampler(pack)
     run(patch(pack, model), sampler, pos, plain(clip), size=16, steps=4)
-    assert sampler.last_run.map_size == (16, 16) and not any(r.skipped for r in sampler.last_run.reports)
-    assert_acts_on_all_columns(seen, sampler.last_run, 0, cols)
+    assert sampler.runs.latest().map_size == (16, 16) and not any(r.skipped for r in sampler.runs.latest().reports)
+    assert_acts_on_all_columns(seen, sampler.runs.latest(), 0, cols)
 
 
 def test_learn_embedding_writes_a_host_loadable_file(pack, tmp_path):

@@ -40,7 +40,7 @@ def test_layout_terms_reach_the_loss_and_fall(pack, setup):
     s = float(comfy.samplers.calculate_sigmas(ms, "normal", 10)[2])
     sampler = guided_sampler(pack, end_percent=1.0, scale_factor=20.0)
     run(patched, sampler, laid_out(pack, pos, weight=20.0), neg, size=SIZE, sigmas=torch.tensor([s, s, 0.0]))
-    before, after = (r.losses for r in sampler.last_run.reports)
+    before, after = (r.losses for r in sampler.runs.latest().reports)
     assert {"layout_inner", "layout_outer"} <= set(before)
     assert after["layout_inner"] + after["layout_outer"] < before["layout_inner"] + before["layout_outer"]
 
@@ -61,7 +61,7 @@ def _guided(pack, patched, positive, neg, seed=1):
 
 def _layout_loss(sampler) -> list[float]:
     """layout_inner + layout_outer before each guided step's update."""
-    return [r.losses["layout_inner"] + r.losses["layout_outer"] for r in sampler.last_run.reports]
+    return [r.losses["layout_inner"] + r.losses["layout_outer"] for r in sampler.runs.latest().reports]
 
 
 def _free_and_laid_out(pack, setup, **layout):
