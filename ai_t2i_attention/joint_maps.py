@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -226,6 +227,22 @@ class _JointProbabilities(torch.autograd.Function):
         return dq.to(q_image.dtype), dk.to(k.dtype), None, None, None, None, None
 
 
+_EXPLICIT_PATH = False  # set by explicit_joint_maps()
+
+
+@contextmanager
+def explicit_joint_maps():
+    """Inside this context joint_attention_probabilities takes the explicit path (every score
+    materialised in float32): for measuring what the fused path saves in a whole guided run
+    (benchmarks/cost.py). Not thread-safe; nothing in the pack enters it."""
+    global _EXPLICIT_PATH
+    before, _EXPLICIT_PATH = _EXPLICIT_PATH, True
+    try:
+        yield
+    finally:
+        _EXPLICIT_PATH = before
+
+
 def _additive_mask(mask: torch.Tensor, rows: tuple[int, int], length: int) -> torch.Tensor:
     """A keep (bool) or additive (float) mask broadcastable to (B, heads, L, L), as additive
     float32 scores for the query rows `rows`: (B or 1, heads or 1, rows or 1, L = length)."""
@@ -256,6 +273,8 @@ def joint_attention_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tup
     autograd it keeps q and k (as given), the normaliser (B, heads, queries), the kept block
     per head and P k (B, heads, queries, d).
     """
+    if _EXPLICIT_PATH:
+        return _explicit_joint_probabilities(q, k, queries, columns, mask)
     if mask is not None and mask.device.type == "cpu" and q.device.type != "cpu":
         mask = mask.to(q.device)
     bias = None if mask is None else _additive_mask(mask, queries, k.shape[2])

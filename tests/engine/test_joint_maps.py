@@ -114,3 +114,30 @@ def test_transposed_product_keeps_a_large_normaliser_exact_in_half_precision():
     expected = torch.exp(scores - lse[..., None]).transpose(-1, -2) @ x.float()
     half = joint_maps._transposed_product(q, k, lse, x, None, scale, "cpu")
     assert (half - expected).norm() <= 1e-2 * expected.norm()  # what is left: the kernel's own rounding
+
+
+def test_heads_as_a_transposed_view_of_the_projection():
+    """SD3's attention hands (B, L, heads * d), which the host views as (B, heads, L, d): not
+    contiguous; the gradient reaches the projection through the view."""
+    g = torch.Generator().manual_seed(7)
+    projections = [torch.randn(B, L, HEADS * D, generator=g) for _ in range(2)]
+    upstream = torch.randn(B, ROWS[1] - ROWS[0], COLUMNS[1] - COLUMNS[0], generator=g)
+    results = []
+    for fn in (joint_attention_probabilities, joint_maps._explicit_joint_probabilities):
+        q, k = (p.clone().requires_grad_() for p in projections)
+        heads_first = [x.reshape(B, L, HEADS, D).transpose(1, 2) for x in (q, k)]
+        probs = fn(*heads_first, ROWS, COLUMNS)
+        (probs * upstream).sum().backward()
+        results.append((probs, q.grad, k.grad))
+    for n, r in zip(*results):
+        _assert_close(n, r, torch.float32)
+
+
+def test_explicit_joint_maps_switches_the_path_and_restores_it(monkeypatch):
+    calls = []
+    monkeypatch.setattr(joint_maps, "_explicit_joint_probabilities", lambda *a: calls.append(a) or torch.zeros(1))
+    q = k = torch.randn(1, 1, 6, 4)
+    with joint_maps.explicit_joint_maps():
+        joint_attention_probabilities(q, k, (2, 6), (0, 2))
+    assert len(calls) == 1
+    assert joint_attention_probabilities(q, k, (2, 6), (0, 2)).shape == (1, 4, 2) and len(calls) == 1
