@@ -42,9 +42,10 @@ class LossWeights:
     Radii are given for 16x16 maps (the reference level) and scale with the map side,
     so a 32x32 SDXL map searches discs of the same relative size.
 
-    region_count / attribute_region_count: how many regions (the top-k peaks, regions.py)
-    the consolidation of a subject's / an attribute word's map pulls together; radius /
-    attribute_radius: the disc each region's search suppresses around a found peak.
+    region_count / attribute_region_count: how many regions (regions.find_regions) the
+    consolidation of a subject's / an attribute word's map pulls together; radius /
+    attribute_radius: each region's disc around its peak (its centroid is taken there, and
+    the search for the next region leaves it out).
     """
 
     isolation: float = 2.0
