@@ -24,19 +24,25 @@ Two fused calls in all, 4 N L d multiply-adds, against about 7 L^2 d for the att
 forward and backward.
 
 Why this design (measured at Flux's 1024 px token count, 4096 image + 256 text tokens, 2
-heads of 64, one CPU thread; benchmarks/joint_maps.py prints the current numbers):
-- the checkpointed float32 chunks that materialise every score (`_explicit_joint_probabilities`,
-  the previous path, kept for the tests): 2.3-3.2x the attention's forward+backward;
-- the same custom gradient but scores materialised chunk by chunk with matmuls: 0.9-1.6x
-  depending on the chunk (small chunks stay in cache), the backward the dearer half;
-- the fused kernels above: about 0.7x. On the CPU that is
-  aten._scaled_dot_product_flash_attention_for_cpu (it takes an additive mask, so masks are
-  fused too); on CUDA the flash or memory-efficient SDPA kernels (see `_attention_lse`);
-- flex_attention(return_lse=True) would back-propagate through the lse by itself, but it has
-  no backward on the CPU, and in eager mode it materialises the scores;
-- the flash/efficient kernels' lse carries no gradient, hence the written-out backward.
-Kernels run in float32 (inputs are upcast) unless `JOINT_NATIVE_DTYPE` lets a CUDA run keep
-half-precision inputs as they are; see there.
+heads of 64, float32, one CPU thread; forward+backward as a multiple of the attention's own
+forward+backward; benchmarks/joint_maps.py prints the current numbers):
+- every score materialised in float32, chunked and checkpointed (`_explicit_joint_probabilities`,
+  the previous path, kept as the tests' reference): 2.3-2.5x;
+- this gradient with the scores materialised chunk by chunk through matmuls: 0.86x with 128
+  query rows a chunk, 1.1x with 256, 1.6x with 1024 (small chunks stay in cache); with the
+  forward fused and only the backward chunked: 0.70-1.14x;
+- both calls fused, as here: 0.57x keeping 2 columns, 0.66x keeping all 256 text columns. On
+  the CPU the kernel is aten._scaled_dot_product_flash_attention_for_cpu (it takes an additive
+  mask, so masks stay fused); on CUDA the flash or memory-efficient SDPA kernels, masks there
+  going to the portable chunked kernel (`_attention_lse`). In P^T (c q) the -lse[n] rides in
+  extra coordinates: as a materialised (L, N) bias the same call took 0.63-0.83 s against 0.46 s;
+- flex_attention(return_lse=True) back-propagates through the lse by itself, but it has no
+  backward on the CPU (it raises), and in eager mode it materialises the scores; the flash and
+  memory-efficient kernels' lse carries no gradient, hence the written-out backward.
+Kernels run in float32 (inputs are upcast: the CPU's bfloat16 attention was 6x slower than
+its float32 one here) unless `JOINT_NATIVE_DTYPE` lets a CUDA run keep half-precision inputs
+as they are; see there. Nothing more is needed from the host: the attention's own fused call
+would give the lse but not P k, which the forward's call makes at the same cost.
 """
 from __future__ import annotations
 
