@@ -35,9 +35,8 @@ def _max_change(record):
 
 
 def test_plain_guided_run_records_no_after_maps(pack, prompt, monkeypatch):
-    from importlib import import_module
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
-    monkeypatch.setattr(sampling.GuidedRun, "_maps_after", lambda *a: pytest.fail("after-maps pass in a plain run"))
+    guided_run = import_module(pack.__name__ + ".nodes.host.guided_run")
+    monkeypatch.setattr(guided_run.GuidedRun, "_maps_after", lambda *a: pytest.fail("after-maps pass in a plain run"))
     model, pos, neg = prompt
     sampler = guided_sampler(pack)
     run(model, sampler, pos, neg, size=32, steps=2)
