@@ -50,12 +50,12 @@ def main():
     from runner_common import encode_subjects
     sampling = import_module(pack.__name__ + ".nodes.host.sampling")
     options = import_module(pack.__name__ + ".nodes.options")
-    attention = import_module(pack.__name__ + ".nodes.host.attention")
+    families = import_module(pack.__name__ + ".nodes.host.families")
     tiny = import_module(pack.__name__ + ".nodes.host.tiny_model")
 
     with torch.inference_mode():
         model, clip, vae = tiny.load_tiny_model()
-    patched = attention.install_hooks(model)
+    patched = families.install_hooks(model)
     reference = options.settings_from_inputs(method="AI-T2I", strength=args.strength, start_percent=0.0,
                                              end_percent=0.5, layers="down+up")
     paths = {"vanilla": None, "fast": replace(reference, layers=args.layers),

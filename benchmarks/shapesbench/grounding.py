@@ -68,15 +68,17 @@ class Probe:
 
     def __init__(self, model_path: str | None):
         self.tiny = _pack_module("nodes.host.tiny_model")
-        self.attention = _pack_module("nodes.host.attention")
+        self.families = _pack_module("nodes.host.families")
+        self.keys = _pack_module("nodes.host.keys")
         self.guidance_pass = _pack_module("nodes.host.guidance_pass")
         self.tokens = _pack_module("nodes.host.tokens")
         self.engine = _pack_module("ai_t2i_attention.tokens")
         self.recorders = _pack_module("ai_t2i_attention.maps")
         self.unet = _pack_module("nodes.host.unet")
+        self.structure = _pack_module("nodes.host.structure")
         self.policy = _pack_module("ai_t2i_attention.layers")
         self.model, self.clip, self.vae = self.tiny.load_tiny_model(model_path)
-        self.patched = self.attention.install_hooks(self.model)
+        self.patched = self.families.install_hooks(self.model)
         self.layers: dict = {}  # layer set -> the layers it reads (for this model's latent size)
 
     def groups(self, caption: str, subjects: list[str]):
@@ -95,9 +97,9 @@ class Probe:
     def layers_of(self, layer_set: str, hw: tuple[int, int]) -> list:
         if layer_set not in self.layers:
             work = self.unet.unet_work(self.patched.model.diffusion_model, hw)
-            share = lambda ls: self.unet.work_until(work, [l.key for l in ls])  # noqa: E731
+            share = lambda ls: self.structure.work_until(work, [l.key for l in ls])  # noqa: E731
             self.layers[layer_set] = self.policy.choose_layers(
-                self.attention.installed_layers(self.patched.model_options), hw, "auto", layer_set, share)
+                self.families.hooked_layers(self.patched.model_options), hw, "auto", layer_set, share)
         return self.layers[layer_set]
 
     def denoised_image(self, x0, cond, t: int, noise):
@@ -117,13 +119,16 @@ class Probe:
         sigma = ms.sigmas[t].reshape(1)
         layers = self.layers_of(layer_set, tuple(x0.shape[-2:]))
         recorder = self.recorders.AttentionRecorder(frozenset(l.key for l in layers))
-        mo = self.guidance_pass.guidance_model_options(self.patched.model_options, recorder)
+        family = self.families.family_of(self.patched.model)
+        mo = self.guidance_pass.pass_options(self.patched.model_options, recorder, family,
+                                             self.families.hooked_layers(self.patched.model_options),
+                                             tuple(x0.shape[-2:]), cond.shape[1], fused_attention=True)
         comfy.model_management.load_models_gpu([self.patched])
         x = x0 + sigma.reshape(1, 1, 1, 1) * noise
         with torch.no_grad():
             try:
                 self.patched.model.apply_model(x, sigma, c_crossattn=cond, transformer_options=mo["transformer_options"])
-            except self.attention.StopGuidanceForward:
+            except self.keys.StopGuidanceForward:
                 pass
         return recorder.average()
 

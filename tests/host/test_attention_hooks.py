@@ -15,8 +15,8 @@ def layers_mod(pack):
 
 def _layers(pack, model):
     from importlib import import_module
-    att = import_module(pack.__name__ + ".nodes.host.attention")
-    return att.cross_attention_layers(model.model.diffusion_model)
+    unet = import_module(pack.__name__ + ".nodes.host.unet")
+    return unet.cross_attention_layers(model.model.diffusion_model)
 
 
 def test_sd15_layers_and_levels(pack, sd15_small):

@@ -12,29 +12,30 @@ def test_cancel_during_guided_step_stops_and_leaves_model_clean(pack, sd15_small
     patched = patch(pack, model)
     pos, neg = encode(pack, clip, "a cat and a dog", "cat, dog"), plain(clip)
     sampler = guided_sampler(pack, end_percent=1.0)
-    calls = []
+    calls, records = [], []
 
     def press_cancel(info):  # the user presses Cancel while step 0 runs
         calls.append(info["i"])
         comfy.model_management.interrupt_current_processing(True)
 
     from importlib import import_module
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
-    original = sampling.GuidedRun.callback
+    drivers = import_module(pack.__name__ + ".nodes.host.drivers")
+    original = drivers._InPlaceUpdates.check_callback
 
     def callback(self, info):
         original(self, info)
+        records.append(self.run.record)  # a cancelled run never reaches the sampler's run log
         press_cancel(info)
 
-    sampling.GuidedRun.callback = callback
+    drivers._InPlaceUpdates.check_callback = callback
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             run(patched, sampler, pos, neg, size=16, steps=6)
     finally:
-        sampling.GuidedRun.callback = original
+        drivers._InPlaceUpdates.check_callback = original
         comfy.model_management.interrupt_current_processing(False)
     assert calls == [0]  # stopped within the next step's guided update
-    assert [r.step for r in sampler.runs.latest().reports] == [0]
+    assert [r.step for r in records[0].reports] == [0]
     # The input model was never patched; the patched clone holds the only hooks.
     assert model.model_options.get("transformer_options", {}) == before
     out = run(patched, guided_sampler(pack), pos, neg, size=16, steps=2)

@@ -218,7 +218,8 @@ def test_unsupported_model_families_name_supported_ones(pack, sd15_small):
                     num_heads=8, num_head_channels=-1, use_spatial_transformer=True, legacy=False, image_size=32,
                     dtype=torch.float32)
     unet = builders._patcher(comfy.supported_models.SD15, no_cross, 0)  # a UNet without cross-attention
-    cases.append((unet, "this UNet has no cross-attention layers", "Use an SD1.x/SD2.x/SDXL checkpoint"))
+    cases.append((unet, "this UNet has no cross-attention layers",
+                  "Use an SD1.x/SD2.x/SDXL, SD3/SD3.5 or Flux.1 checkpoint"))
     for model, problem, fix in cases:
         before = _snapshot(model.model_options)
         with pytest.raises(ValueError) as err:
@@ -227,7 +228,7 @@ def test_unsupported_model_families_name_supported_ones(pack, sd15_small):
         assert fix in str(err.value)
         assert _snapshot(model.model_options) == before
         with pytest.raises(ValueError, match="SD1.x, SD2.x, SDXL"):  # the one-node KSampler patches itself
-            import_module(pack.__name__ + ".nodes.host.attention").install_hooks(model)
+            import_module(pack.__name__ + ".nodes.host.families").install_hooks(model)
     _next_run_works(pack, sd15_small[0], clip)
 
 

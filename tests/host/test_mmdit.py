@@ -75,7 +75,7 @@ class _Probe(comfy.samplers.Sampler):
 def _guidance_pass(pack, guider, fused=True, stop_early=True):
     gp = _mod(pack, "nodes.host.guidance_pass")
     entry, _ = _mod(pack, "nodes.host.conditioning").subject_entry(guider.conds)
-    return gp.guidance_pass(guider, entry, gp.patched_layers(guider.model_options), stop_early, fused)
+    return gp.GuidancePass(guider, entry, gp.patched_layers(guider.model_options), stop_early, fused)
 
 
 # -- (a) the recorded map is the joint attention's own softmax ------------------------------------
@@ -136,7 +136,7 @@ def test_gradient_reaches_the_latent(pack, family):
 
     def check(guider, sigmas, model_options, noise):
         p = _guidance_pass(pack, guider)
-        layers = _mod(pack, "ai_t2i_attention.layers").choose_layers(p.layers, (LATENT, LATENT), "auto", "joint+single"
+        layers = _mod(pack, "ai_t2i_attention.layers").choose_layers(p.hooked, (LATENT, LATENT), "auto", "joint+single"
                                                                       if name == "flux" else "joint")
         x = (noise * sigmas[0]).requires_grad_(True)
         with torch.enable_grad():
@@ -153,7 +153,7 @@ def test_gradient_reaches_the_latent(pack, family):
 
 def test_guided_run_moves_guided_steps_only_and_cfg_calls_are_the_hosts(pack, family):
     name, model, pooled = family
-    recorder_key = _mod(pack, "nodes.host.attention").RECORDER_KEY
+    recorder_key = _mod(pack, "nodes.host.keys").RECORDER_KEY
     calls = []
 
     def record_calls(apply_model, args):
@@ -307,11 +307,11 @@ def _counted_share(model, slot, latent, pooled):
 @pytest.mark.parametrize("latent", [32, 16])
 def test_work_estimate_matches_counted_flops(pack, family, latent):
     name, model, pooled = family
-    mmdit = _mod(pack, "nodes.host.mmdit")
-    items = mmdit.dit_work(model.model, (latent, latent), T)
+    dit, structure = _mod(pack, "nodes.host.dit"), _mod(pack, "nodes.host.structure")
+    items = dit.dit_work(model.model, (latent, latent), T)
     keys = [k for k, _ in items if k is not None]
     for key in (keys[0], keys[1], keys[-1]):
-        estimate = mmdit.work_until(items, [key])
+        estimate = structure.work_until(items, [key])
         measured = _counted_share(model, ({"double": "double_block", "single": "single_block"}[key[0]], key[1]), latent,
                                   pooled)
         assert abs(estimate - measured) < 0.03, (name, key, estimate, measured)
@@ -326,7 +326,7 @@ def test_auto_reads_joint_blocks_within_budget_on_full_size_models(pack):
     from comfy.ldm.flux.model import Flux
     from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper
     layers_mod = _mod(pack, "ai_t2i_attention.layers")
-    mmdit = _mod(pack, "nodes.host.mmdit")
+    dit, structure = _mod(pack, "nodes.host.dit"), _mod(pack, "nodes.host.structure")
 
     import comfy.model_base
     # The host's model classes around full-size diffusion models, without the rest of BaseModel's state
@@ -346,9 +346,9 @@ def test_auto_reads_joint_blocks_within_budget_on_full_size_models(pack):
         operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16)
     results = {}
     for name, model, tokens in (("flux", flux, 256), ("sd35", sd35, 154)):
-        layers = mmdit.joint_attention_layers(model)
-        items = mmdit.dit_work(model, (128, 128), tokens)
-        share = lambda ls: mmdit.work_until(items, [l.key for l in ls])  # noqa: E731
+        layers = dit.dit_layers(model)
+        items = dit.dit_work(model, (128, 128), tokens)
+        share = lambda ls: structure.work_until(items, [l.key for l in ls])  # noqa: E731
         chosen = layers_mod.choose_layers(layers, (128, 128), "auto", "auto", share)
         results[name] = (layers_mod.describe_layers(chosen), share(chosen), {l.factor for l in chosen})
     assert results["flux"][0] == "double " + ", ".join(map(str, range(19))) + " (19 layers)"

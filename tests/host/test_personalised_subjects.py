@@ -11,9 +11,9 @@ def spy_on_maps(pack, monkeypatch):
     columns, and the gradient with respect to every token column of the loss terms that
     read the subjects' raw maps (isolation and aggregation: presence and attribute set
     to 0, since presence re-normalises over all text columns and so touches them all)."""
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    guided_run = import_module(pack.__name__ + ".nodes.host.guided_run")
     engine = import_module(pack.__name__ + ".ai_t2i_attention")
-    real, seen = sampling.subject_maps, []
+    real, seen = guided_run.subject_maps, []
 
     def spy(avg, groups, *args, **kw):
         probe = avg.detach().clone().requires_grad_(True)
@@ -25,7 +25,7 @@ def spy_on_maps(pack, monkeypatch):
         seen.append({"avg": avg.detach(), "groups": groups, "grad": grad})
         return real(avg, groups, *args, **kw)
 
-    monkeypatch.setattr(sampling, "subject_maps", spy)
+    monkeypatch.setattr(guided_run, "subject_maps", spy)
     return seen
 
 

@@ -84,10 +84,12 @@ def test_guides_every_scheduled_step(pack, setup, base):
 def test_stepwise_mode_never_repeats_a_seed(pack):
     """Samplers driven step by step get a distinct seed per call, so their noise never repeats."""
     from importlib import import_module
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
-    run_ = sampling.GuidedRun.__new__(sampling.GuidedRun)
+    guided_run = import_module(pack.__name__ + ".nodes.host.guided_run")
+    drivers = import_module(pack.__name__ + ".nodes.host.drivers")
+    run_ = guided_run.GuidedRun.__new__(guided_run.GuidedRun)
     run_.settings = guided_sampler(pack, "heun").settings
     run_.total_steps = 6
+    run_.guided_steps = run_.settings.schedule.guided_steps(run_.total_steps)
     run_.update = lambda x, sigma, step, mo: x
     seeds = []
 
@@ -95,7 +97,7 @@ def test_stepwise_mode_never_repeats_a_seed(pack):
         seeds.append(extra_args["seed"])
         return x
 
-    fn = run_.stepwise_function(fake_sampler)
+    fn = drivers.step_by_step(fake_sampler, run_)
     fn(None, torch.zeros(1, 4, 8, 8), torch.linspace(1, 0, 7), extra_args={"seed": 5, "model_options": {}})
     assert seeds == [5, 6, 7, 8]  # steps 0, 1, 2 one by one, then the rest from step 3
     assert len(set(seeds)) == len(seeds)
@@ -123,12 +125,13 @@ def test_sampler_with_private_latent_copy_is_refused(pack, setup, monkeypatch):
     patched, _, pos, neg = setup
     from importlib import import_module
     sampling = import_module(pack.__name__ + ".nodes.host.sampling")
+    drivers = import_module(pack.__name__ + ".nodes.host.drivers")
     euler = comfy.samplers.sampler_object("euler").sampler_function
 
     def sample_private_copy(model, x, sigmas, **kw):
         return euler(lambda z, s, **a: model(z.clone(), s, **a), x, sigmas, **kw)
 
-    monkeypatch.setattr(sampling, "IN_PLACE_SAMPLERS", sampling.IN_PLACE_SAMPLERS | {"sample_private_copy"})
+    monkeypatch.setattr(drivers, "IN_PLACE_SAMPLERS", drivers.IN_PLACE_SAMPLERS | {"sample_private_copy"})
     sampler = sampling.GuidedSampler(comfy.samplers.KSAMPLER(sample_private_copy), guided_sampler(pack).settings)
     with pytest.raises(sampling.GuidanceError, match="private copy"):
         run(patched, sampler, pos, neg, size=16, steps=4)
@@ -187,17 +190,22 @@ def test_fast_path_matches_straightforward_path(pack, setup):
         assert ra.losses["total"] == pytest.approx(rb.losses["total"], rel=1e-4)
 
 
-def test_guidance_pass_uses_the_fused_attention_kernel(pack):
+def test_guidance_pass_uses_the_fused_attention_kernel(pack, sd15_small):
     """Only the guidance pass swaps the kernel, whatever override another pack set."""
     from importlib import import_module
     guidance_pass = import_module(pack.__name__ + ".nodes.host.guidance_pass")
+    families = import_module(pack.__name__ + ".nodes.host.families")
+    unet_hooks = import_module(pack.__name__ + ".nodes.host.unet_hooks")
     engine = import_module(pack.__name__ + ".ai_t2i_attention")
+    family = families.family_of(sd15_small[0].model)
     other = object()
     options = {"transformer_options": {"optimized_attention_override": other}}
     recorder = engine.AttentionRecorder(frozenset())
-    fused = guidance_pass.guidance_model_options(options, recorder)
-    host = guidance_pass.guidance_model_options(options, recorder, fused_attention=False)
-    assert fused["transformer_options"]["optimized_attention_override"] is guidance_pass.differentiable_attention
+
+    def pass_options(fused_attention):
+        return guidance_pass.pass_options(options, recorder, family, (), (8, 8), 77, fused_attention)
+    fused, host = pass_options(True), pass_options(False)
+    assert fused["transformer_options"]["optimized_attention_override"] is unet_hooks.differentiable_attention
     assert host["transformer_options"]["optimized_attention_override"] is other
     assert options["transformer_options"]["optimized_attention_override"] is other  # the model's own is untouched
 
@@ -218,12 +226,12 @@ def test_update_moves_the_unet_input_as_the_reference_does(pack):
     x = torch.randn(3, 4, 8, 8)
     for kind in (ms.EPS, ms.V_PREDICTION):
         cls = type("M", (ms.ModelSamplingDiscrete, kind), {})
-        c_in = guidance_pass.unet_input_scale(cls(Settings()), sigma, x)
+        c_in = guidance_pass.input_scale(cls(Settings()), sigma, x)
         torch.testing.assert_close(c_in.flatten(), 1 / torch.sqrt(1 + sigma ** 2))
     flow = type("F", (ms.ModelSamplingDiscreteFlow, ms.CONST), {})(Settings())
-    torch.testing.assert_close(guidance_pass.unet_input_scale(flow, sigma, x).flatten(), torch.ones(3))
+    torch.testing.assert_close(guidance_pass.input_scale(flow, sigma, x).flatten(), torch.ones(3))
     with torch.inference_mode():  # the host runs nodes under inference mode; the scale must still carry grad
-        c_in = guidance_pass.unet_input_scale(cls(Settings()), sigma.clone(), x.clone())
+        c_in = guidance_pass.input_scale(cls(Settings()), sigma.clone(), x.clone())
     z = (x * c_in).requires_grad_(True)
     (z / c_in).sum().backward()
     torch.testing.assert_close(z.grad, (1 / c_in).expand_as(x))

@@ -17,14 +17,14 @@ def layers_mod(pack):
 
 
 def _modules(pack):
-    names = ("attention", "sampling", "unet")
+    names = ("keys", "unet", "structure")
     return [import_module(f"{pack.__name__}.nodes.host.{n}") for n in names]
 
 
 def _measured_share(pack, model, keys, latent: int) -> float:
     """FLOPs of a forward stopped after `keys` (as the guidance pass stops) over a whole forward,
     counted by torch's FLOP counter on the real model."""
-    att, _, _ = _modules(pack)
+    option_keys, _, _ = _modules(pack)
     from runner import patch
     patched = patch(pack, model)
     dm = patched.model.diffusion_model
@@ -36,11 +36,11 @@ def _measured_share(pack, model, keys, latent: int) -> float:
     flops = []
     for stop in (True, False):
         to = dict(patched.model_options["transformer_options"])
-        to[att.RECORDER_KEY] = pack.ai_t2i_attention.AttentionRecorder(frozenset(keys), stop_early=stop)
+        to[option_keys.RECORDER_KEY] = pack.ai_t2i_attention.AttentionRecorder(frozenset(keys), stop_early=stop)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             try:
                 dm(x, t, context=ctx, transformer_options=to, **kwargs)
-            except att.StopGuidanceForward:
+            except option_keys.StopGuidanceForward:
                 pass
         flops.append(counter.get_total_flops())
     return flops[0] / flops[1]
@@ -50,15 +50,15 @@ def _measured_share(pack, model, keys, latent: int) -> float:
 def test_estimate_matches_counted_flops(pack, request, fixture, latent):
     """The estimate from weight shapes agrees with torch's FLOP count of the real forward,
     stopped where the guidance pass stops, for every layer set."""
-    att, sampling, work = _modules(pack)
+    _, unet, structure = _modules(pack)
     model, _ = request.getfixturevalue(fixture)
     dm = model.model.diffusion_model
-    layers = tuple(att.cross_attention_layers(dm))
-    items = work.unet_work(dm, (latent, latent))
+    layers = tuple(unet.cross_attention_layers(dm))
+    items = unet.unet_work(dm, (latent, latent))
     for layer_set in ("down+up", "down"):
         chosen = layers_mod(pack).choose_layers(layers, (latent, latent), "auto", layer_set)
         keys = [l.key for l in chosen]
-        estimate, measured = work.work_until(items, keys), _measured_share(pack, model, keys, latent)
+        estimate, measured = structure.work_until(items, keys), _measured_share(pack, model, keys, latent)
         assert abs(estimate - measured) < 0.03, (fixture, layer_set, estimate, measured)
         assert 0.0 < estimate < 1.0
         print(fixture, latent, layer_set, f"estimate {estimate:.3f} counted {measured:.3f}")
@@ -84,11 +84,11 @@ SDXL = dict(model_channels=320, context_dim=2048, adm_in_channels=2816, num_clas
 
 
 def _auto(pack, dm, latent):
-    att, sampling, work = _modules(pack)
-    items = work.unet_work(dm, (latent, latent))
-    share = lambda layers: work.work_until(items, [l.key for l in layers])  # noqa: E731
-    chosen = layers_mod(pack).choose_layers(tuple(att.cross_attention_layers(dm)), (latent, latent), "auto", "auto", share)
-    reference = layers_mod(pack).choose_layers(tuple(att.cross_attention_layers(dm)), (latent, latent), "auto", "down+up")
+    _, unet, structure = _modules(pack)
+    items = unet.unet_work(dm, (latent, latent))
+    share = lambda layers: structure.work_until(items, [l.key for l in layers])  # noqa: E731
+    chosen = layers_mod(pack).choose_layers(tuple(unet.cross_attention_layers(dm)), (latent, latent), "auto", "auto", share)
+    reference = layers_mod(pack).choose_layers(tuple(unet.cross_attention_layers(dm)), (latent, latent), "auto", "down+up")
     return layers_mod(pack).describe_layers(chosen), share(chosen), share(reference)
 
 
@@ -119,8 +119,8 @@ def test_auto_reads_the_down_blocks_on_the_embedded_model(pack):
 
 
 def test_auto_follows_the_work_budget(pack, sd15_small):
-    att, sampling, _ = _modules(pack)
-    layers = tuple(att.cross_attention_layers(sd15_small[0].model.diffusion_model))
+    _, unet, _ = _modules(pack)
+    layers = tuple(unet.cross_attention_layers(sd15_small[0].model.diffusion_model))
     over = layers_mod(pack).choose_layers(layers, (64, 64), "auto", "auto", lambda layers: layers_mod(pack).AUTO_WORK_BUDGET + 0.01)
     assert layers_mod(pack).describe_layers(over) == "input 7, 8 (2 layers)"
     within = layers_mod(pack).choose_layers(layers, (64, 64), "auto", "auto", lambda layers: layers_mod(pack).AUTO_WORK_BUDGET)
