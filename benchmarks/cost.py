@@ -22,16 +22,41 @@ pass per step, as Flux dev is used), SD3 at cfg 5.
     python benchmarks/cost.py --models sdxl --size 1024 --steps 50 --dtype fp16   # GPU
     python benchmarks/cost.py --models flux,sd35 --steps 4                         # CPU, reduced width, 1024 px
     python benchmarks/cost.py --models flux,sd3,sd35 --steps 28 --dtype bf16       # GPU, full size
+
+--breakdown samples every row under torch.profiler (its times include the profiler's) and
+prints, for each guided row, where a guided step's time goes, from the pack's
+record_function labels (ai_t2i.<part>): the guidance forward up to the last layer read
+(forward), the maps' share of it (maps), the subject maps and loss terms (loss), the backward,
+the update, the record keeping (record), the waits on the device inside guided steps (CUDA:
+the time and count of cudaStreamSynchronize / cudaDeviceSynchronize / device-to-host copies; the
+CPU has none to wait on, so it counts the reads of a value to the host that would wait there),
+and the refinement (its passes and time) -- as seconds per guided step and as a share of the
+guided step -- next to a plain CFG step. On the CPU a part is the wall time of its labelled
+windows; on CUDA the device time of the kernels launched inside them (the backward's kernels
+are launched from autograd's device thread, so a window counts every thread's launches). It
+also prints the floor the structure sets:
+
+    floor = 1 + (passes / steps) x 3 x pass_work / cfg_batch     (x plain sampling)
+
+passes: guidance passes in the run (one per guided step, more at refinement steps);
+3: a forward and its backward (about twice the forward); pass_work: the share of the
+network a pass runs (GuidancePass.work_share, the run record's pass_work); cfg_batch: a
+plain step is a batch-2 forward with CFG (batch 1 for Flux at cfg 1), a pass is batch 1.
+
+    python benchmarks/cost.py --models flux,sd35 --steps 4 --breakdown --methods plain,ai_t2i,attend_and_excite
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
+import itertools
 import pathlib
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
@@ -90,10 +115,17 @@ DITS = {
                  text=256, pooled=768, cfg=1.0),
 }
 DIT_ONLY = ("ai_t2i_explicit_map",)
+# The parts of a guided step, as labelled in the pack (record_function "ai_t2i.<part>").
+PARTS = ("forward", "maps", "loss", "backward", "update", "record", "refinement")
+# CUDA runtime calls that wait for the device, and the device-to-host copy's event prefix.
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+COPY_TO_HOST = "Memcpy DtoH"
+# CPU ops that read a tensor's value or size to the host: each waits for the device on CUDA.
+HOST_READS = ("aten::_local_scalar_dense", "aten::nonzero")
 UNET_ONLY = ("ai_t2i_down_up", "ai_t2i_down", "ai_t2i_straightforward")
 
 
-def build(name, device, dtype, full=False):
+def build(name, device, dtype, full=False, unet_width=320):
     """(model, clip) for a UNet model; (model, None) for a DiT (its conditioning is made as
     tensors, dit_conditioning)."""
     from tools import random_models as rm
@@ -102,9 +134,9 @@ def build(name, device, dtype, full=False):
         make = rm.flux_model if name == "flux" else rm.sd3_model
         return make(**args, dtype=dtype, device=device), None
     if name == "sd15":
-        return rm.sd15_model(width=320, dtype=dtype, device=device), rm.sd1_clip()
+        return rm.sd15_model(width=unet_width, dtype=dtype, device=device), rm.sd1_clip()
     if name == "sdxl":
-        return rm.sdxl_model(width=320, dtype=dtype, device=device), rm.sdxl_clip()
+        return rm.sdxl_model(width=unet_width, dtype=dtype, device=device), rm.sdxl_clip()
     if name == "tiny":
         from comfy_host import import_pack
         pack = import_pack()
@@ -139,6 +171,13 @@ def dit_conditioning(pack, name):
 
 
 def main(argv=None):
+    """The cost table's rows: (model, method, s, CPU s, MiB, time x plain, CPU time x plain, memory x plain)."""
+    return collect(argv)[0]
+
+
+def collect(argv=None):
+    """(rows, breakdowns): the cost table's rows (see main) and, with --breakdown, a
+    Breakdown per guided row."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="sd15,sdxl,tiny:128",
                     help="comma separated; name:size overrides --size for that model (tiny is a 128 px model); "
@@ -148,7 +187,12 @@ def main(argv=None):
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--dit-width", choices=["full", "reduced"],
                     help="DiT models at their real width or at 2 heads of 64 (default: full on a GPU, reduced on the CPU)")
+    ap.add_argument("--unet-width", type=int, default=320,
+                    help="model channels of the SD1.5 / SDXL UNets (320: the real ones; 64: a quick check)")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="sample every row under torch.profiler and print where a guided step's time goes, "
+                         "with the floor the structure sets (see above)")
     ap.add_argument("--methods", default="plain,ai_t2i,ai_t2i_down_up,ai_t2i_full_pass,ai_t2i_host_attention,"
                                          "every_step,attend_and_excite,ai_t2i_explicit_map",
                     help="comma separated; a method that does not apply to a model (down/up layers on a DiT, the "
@@ -193,13 +237,13 @@ def main(argv=None):
           f"sampler=euler cfg=7.5 (UNets), DiTs {'full' if full_dits else 'reduced'} width "
           f"guided steps={len(ai_t2i.schedule.guided_steps(args.steps))} torch={torch.__version__} "
           f"threads={torch.get_num_threads()}", flush=True)
-    rows = []
+    rows, breakdowns = [], []
     for spec in args.models.split(","):
         name, _, size = spec.partition(":")
         dit = name in DITS
         size = int(size or (1024 if dit else args.size))
         methods = [m for m in args.methods.split(",") if m not in (UNET_ONLY if dit else DIT_ONLY)]
-        model, clip = build(name, device, dtype, full_dits)
+        model, clip = build(name, device, dtype, full_dits, args.unet_width)
         patched = pack.nodes.AIT2IAttentionPatch.execute(model=model).result[0]
         if dit:
             pos, neg = dit_conditioning(pack, name)
@@ -214,33 +258,51 @@ def main(argv=None):
         noise = comfy.sample.prepare_noise(latent, 0)
         results = {}
 
-        def sample(method, sigmas):
+        def sample(method, sigmas, profiled=False):
+            """(wall s, CPU s, peak MiB, the guided run's record or None, profiler events or None)."""
             settings = variants[method]
             sampler, m = comfy.samplers.sampler_object("euler"), model
             if settings is not None:
                 sampler, m = sampling.GuidedSampler(sampler, settings), patched
             map_path = joint_maps.explicit_joint_maps() if method == "ai_t2i_explicit_map" else contextlib.nullcontext()
+            profiler = profile_run(device) if profiled else contextlib.nullcontext()
             with torch.inference_mode(), map_path, PeakMemory(device) as mem:
-                t0, c0 = time.perf_counter(), time.process_time()
-                comfy.sample.sample_custom(m, noise, cfg, sampler, sigmas, pos, neg, latent, seed=0, disable_pbar=True)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-            return dt, cpu, mem.mib
+                with profiler as prof:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    comfy.sample.sample_custom(m, noise, cfg, sampler, sigmas, pos, neg, latent, seed=0,
+                                               disable_pbar=True)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            record = sampler.runs.latest() if settings is not None else None
+            return dt, cpu, mem.mib, record, (prof.profiler.kineto_results.events() if profiled else None)
 
-        # Warm-up (loading, allocator, kernels): one step plain and one guided step.
+        # Warm-up (loading, allocator, kernels): one step plain and one guided step; with --breakdown
+        # under the profiler too, whose first start is slow (the first row would pay for it).
         one_step = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, 1)
         for method in ("plain", "ai_t2i"):
-            sample(method, one_step)
+            sample(method, one_step, profiled=args.breakdown)
         label = f"{name} {size}px" + ((" full" if full_dits else " reduced") if dit else "")
+        cfg_batch = 1 if cfg == 1.0 else 2  # a plain step's batch: the host skips the unconditional pass at cfg 1
+        plain_s, printed = None, False  # the plain row's wall time (profiled), and whether a breakdown was printed
         for rep in range(args.repeats):
             for method in methods:  # interleaved, so drift of the machine hits every method alike
-                dt, cpu, mib = sample(method, sigmas)
+                dt, cpu, mib, record, events = sample(method, sigmas, profiled=args.breakdown)
                 print(f"  {label} round {rep} {method}: {dt:.2f} s, cpu {cpu:.2f} s, {mib:.0f} MiB", flush=True)
                 r = results.setdefault(method, {"s": [], "cpu": [], "mib": []})
                 r["s"].append(dt)
                 r["cpu"].append(cpu)
                 r["mib"].append(mib)
+                if events is not None and record is None:
+                    plain_s = dt
+                elif events is not None:  # printed at once: a run cut short by a time limit keeps what it had
+                    t0 = time.perf_counter()
+                    breakdowns.append(breakdown(label, method, events, device, record, args.steps, dt, plain_s,
+                                                cfg_batch))
+                    print_breakdown(breakdowns[-1:], head=not printed)
+                    printed = True
+                    print(f"  ({label} {method}: profile read in {time.perf_counter() - t0:.1f} s)", flush=True)
+                    del events
         base = {k: min(v) if k != "mib" else max(v) for k, v in results["plain"].items()} if "plain" in results else None
         for method in methods:
             r = results[method]
@@ -253,7 +315,145 @@ def main(argv=None):
         comfy.model_management.soft_empty_cache()
     print("all models:")
     print_table(rows)
-    return rows
+    if breakdowns:
+        print_breakdown(breakdowns)
+    return rows, breakdowns
+
+
+def profile_run(device):
+    """A torch.profiler context for one sampling run: CPU ops (the pack's labels among them)
+    and, on CUDA, the device's kernels and copies."""
+    import torch
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return torch.profiler.profile(activities=activities)
+
+
+@dataclass
+class Breakdown:
+    """Where one guided run's time went, per guided step (seconds; on CUDA device seconds).
+
+    parts:        part -> seconds per guided step (PARTS; "maps" lies within "forward", and
+                  "refinement" holds whole passes of its own)
+    step_s:       a guided step's guidance (forward, loss, backward, update, record, refinement)
+    plain_step_s: a plain CFG step (the plain row's wall time / steps); None without a plain row
+    waits:        (seconds, count) of waits on the device inside guided steps (CUDA); None on the CPU
+    host_reads:   reads of a value to the host inside guided steps (each a wait on CUDA)
+    test_reads:   those of them that are refinement tests (the only ones a step needs)
+    passes:       guidance passes per guided step (mean), and at the steps that refined
+    pass_work:    the share of the network a pass runs (the run record's)
+    measured:     the run's wall time x the plain row's (both profiled)
+    floor:        1 + (passes / steps) x 3 x pass_work / cfg_batch
+    """
+
+    label: str
+    method: str
+    device: str
+    guided_steps: int
+    steps: int
+    parts: dict
+    step_s: float
+    plain_step_s: Optional[float]
+    waits: Optional[tuple[float, int]]
+    host_reads: int
+    test_reads: int
+    passes: float
+    refined_passes: list
+    pass_work: float
+    cfg_batch: int
+    measured: Optional[float]
+    floor: float
+
+
+def _windows(events, prefix="ai_t2i."):
+    """label -> sorted (start_ns, end_ns) of the pack's record_function ranges on the CPU side."""
+    from torch.autograd import DeviceType
+    out = {}
+    for e in events:
+        name = e.name()
+        if name.startswith(prefix) and e.device_type() == DeviceType.CPU:
+            out.setdefault(name[len(prefix):], []).append((e.start_ns(), e.end_ns()))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _inside(t: int, windows) -> bool:
+    """Whether time t lies in one of `windows` (sorted, non-overlapping (start, end))."""
+    i = bisect.bisect_right(windows, (t, float("inf"))) - 1
+    return i >= 0 and windows[i][0] <= t <= windows[i][1]
+
+
+def breakdown(label, method, events, device, record, steps, run_s, plain_s, cfg_batch) -> Breakdown:
+    """A Breakdown of one profiled guided run from its profiler events (kineto events), its
+    run record (pass_work, the passes per step) and the run's and the plain run's wall time."""
+    from torch.autograd import DeviceType
+    windows = _windows(events)
+    step_windows = windows.get("step", [])
+    guided = len(record.reports)
+    if len(step_windows) != guided:
+        raise RuntimeError(f"{label} {method}: {len(step_windows)} labelled guided steps, {guided} in the run record")
+    cuda = device.type == "cuda"
+    if cuda:
+        # A device event's launch: the CPU op its linked correlation id names (any thread).
+        launch = {e.correlation_id(): e.start_ns() for e in events
+                  if e.device_type() == DeviceType.CPU and e.linked_correlation_id() == 0}
+        work = sorted((launch[e.linked_correlation_id()], e.duration_ns()) for e in events
+                      if e.device_type() == DeviceType.CUDA and not e.is_user_annotation()
+                      and not e.name().startswith("ai_t2i.") and e.linked_correlation_id() in launch)
+        starts = [t for t, _ in work]
+        total = list(itertools.accumulate((d for _, d in work), initial=0))  # total[i]: the first i events' ns
+
+        def seconds(part):
+            """Device seconds of the kernels and copies launched inside the part's windows."""
+            ns = 0
+            for a, b in windows.get(part, []):
+                ns += total[bisect.bisect_right(starts, b)] - total[bisect.bisect_left(starts, a)]
+            return ns / 1e9
+    else:
+        def seconds(part):
+            return sum(b - a for a, b in windows.get(part, [])) / 1e9
+    parts = {part: seconds(part) / guided for part in PARTS}
+    step_s = seconds("step") / guided
+
+    tests = windows.get("refinement_test", [])
+    reads = [e for e in events if e.name() in HOST_READS and e.device_type() == DeviceType.CPU
+             and _inside(e.start_ns(), step_windows)]
+    waits = None
+    if cuda:
+        copies = {e.linked_correlation_id() for e in events if e.name().startswith(COPY_TO_HOST)}
+        calls = [e for e in events if e.device_type() == DeviceType.CPU and _inside(e.start_ns(), step_windows)
+                 and (e.name() in SYNC_CALLS
+                      or (e.name().startswith("cudaMemcpy") and e.linked_correlation_id() in copies))]
+        waits = (sum(e.duration_ns() for e in calls) / 1e9, len(calls))
+    iterations = [r.iterations for r in record.reports]
+    passes = sum(iterations)
+    floor = 1 + passes / steps * 3 * record.pass_work / cfg_batch
+    return Breakdown(label, method, device.type, guided, steps, parts, step_s, plain_s / steps if plain_s else None,
+                     waits, len(reads), sum(_inside(e.start_ns(), tests) for e in reads), passes / guided,
+                     [n for n in iterations if n > 1], record.pass_work, cfg_batch,
+                     run_s / plain_s if plain_s else None, floor)
+
+
+def print_breakdown(breakdowns, head=True):
+    """Per guided row: each part as seconds per guided step and its share of the guided step,
+    the waits on the device, the passes, and measured x plain against the floor."""
+    if head:
+        print("| model | method | plain CFG step s | guided step s | " + " | ".join(PARTS) +
+              " | device waits | passes / guided step | measured x plain | floor x plain (pass work, CFG batch) |")
+        print("|---|---|---:|---:|" + "---:|" * len(PARTS) + "---|---|---:|---|")
+    for b in breakdowns:
+        share = lambda s: f"{s:.3f} ({s / b.step_s:.0%})" if b.step_s > 0 else f"{s:.3f}"  # noqa: E731
+        if b.waits is None:
+            waits = f"n/a (CPU; {b.host_reads} host reads, {b.test_reads} of them refinement tests)"
+        else:
+            waits = (f"{b.waits[0] / b.guided_steps:.3f} s, {b.waits[1]} waits ({b.host_reads} host reads, "
+                     f"{b.test_reads} refinement tests)")
+        refined = f"; refined steps: {', '.join(map(str, b.refined_passes))}" if b.refined_passes else ""
+        plain = f"{b.plain_step_s:.3f}" if b.plain_step_s else "-"
+        measured = f"{b.measured:.2f}" if b.measured else "-"
+        print(f"| {b.label} | {b.method} | {plain} | {b.step_s:.3f} | " + " | ".join(share(b.parts[p]) for p in PARTS) +
+              f" | {waits} | {b.passes:.1f} over {b.guided_steps} of {b.steps} steps{refined} | {measured} | "
+              f"{b.floor:.2f} ({b.pass_work:.0%}, batch {b.cfg_batch}) |", flush=True)
 
 
 def print_table(rows):

@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from comfy.ldm.modules.attention import get_attention_function
+from torch.profiler import record_function
 
 from ...ai_t2i_attention import joint_attention_probabilities
 from .keys import BLOCK_KEY, JOINT_LAYOUT_KEY, RECORDER_KEY, RUN_BLOCK_KEY, record_layer
@@ -115,8 +116,9 @@ class JointAttentionOverride:
                 mask = kwargs.get("mask")
                 if mask is not None and mask.ndim == 3:  # (B, L, L): one mask for all heads
                     mask = mask.unsqueeze(1)
-                record_layer(recorder, key, joint_attention_probabilities(q, k, layout.image, layout.text, mask),
-                             layout.grid)
+                with record_function("ai_t2i.maps"):
+                    record_layer(recorder, key, joint_attention_probabilities(q, k, layout.image, layout.text, mask),
+                                 layout.grid)
         if self.fused:
             return get_attention_function("pytorch", func)(*args, **kwargs)
         if self.previous is not None:

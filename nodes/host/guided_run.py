@@ -2,6 +2,10 @@
 update of one guided step (GuidedRun.update): the guidance pass's maps, the method's loss,
 the engine's guided_update with the host's interrupt check, and the run record.
 
+A guided step reads nothing back from the device but the test a refinement needs: the
+record keeps the step's losses and maps where they were made, and GuidedRun.finish brings
+them to the host when the run ends (and warns there of any image whose update was skipped).
+
 The network is reached only through GuidancePass and the conditioning through
 conditioning.py, so nothing here depends on the model family.
 """
@@ -11,6 +15,7 @@ import logging
 from typing import Optional
 
 import torch
+from torch.profiler import record_function
 
 import comfy.model_management
 
@@ -89,6 +94,10 @@ class GuidedRun:
 
     def update(self, x: torch.Tensor, sigma: torch.Tensor, step: int, model_options: dict) -> torch.Tensor:
         """The guided update of step `step` on latent x (B, C, H, W) at sigma (B,); returns the new latent."""
+        with record_function("ai_t2i.step"):
+            return self._update(x, sigma, step, model_options)
+
+    def _update(self, x: torch.Tensor, sigma: torch.Tensor, step: int, model_options: dict) -> torch.Tensor:
         schedule = self.settings.schedule
         self.previous_maps = self.latest_maps
         refinement = self.settings.preset.refinement_at(step, self.total_steps)
@@ -103,33 +112,44 @@ class GuidedRun:
         new_x = x + (new_z - z) / c_in  # an image whose update was skipped keeps x bit for bit
         self.record.reports.append(report)
         if self.settings.keep_maps_after:
-            self.record.maps_after[step] = self._maps_after(new_x, sigma, model_options)
-        for line in report.skipped:
-            log.warning("AI-T2I step %d: %s, so that image's update was skipped (its latent is unchanged). If the "
-                        "model runs in fp16, lower strength or load the model in fp32/bf16.", step, line)
+            with record_function("ai_t2i.maps_after"):
+                self.record.maps_after[step] = self._maps_after(new_x, sigma, model_options)
         return new_x
+
+    def finish(self) -> None:
+        """At the run's end: the record's values on the host (RunRecord.finish), and a warning
+        for every image whose update a step skipped, naming the step."""
+        self.record.finish()
+        for report in self.record.reports:
+            for line in report.skipped:
+                log.warning("AI-T2I step %d: %s, so that image's update was skipped (its latent is unchanged). If "
+                            "the model runs in fp16, lower strength or load the model in fp32/bf16.", report.step,
+                            line)
 
     def _maps(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> SubjectMaps:
         """SubjectMaps of latent x (B, C, h, w) from one guidance pass, with the layout's
         regions and the previous guided step's maps. Gradients flow if the caller enables them."""
-        avg = self.guidance_pass.attention(x, sigma, model_options, self.layers)
+        with record_function("ai_t2i.forward"):
+            avg = self.guidance_pass.attention(x, sigma, model_options, self.layers)
         if tuple(avg.shape[1:3]) != self.record.map_size:
             raise RuntimeError(f"the guidance pass gave {tuple(avg.shape[1:3])} maps, where the latent's size "
                                f"gives {self.record.map_size} at the layers read")
-        return subject_maps(avg, self.groups, regions=self.regions, previous=self.previous_maps)
+        with record_function("ai_t2i.loss"):  # the subject maps are the loss's first part
+            return subject_maps(avg, self.groups, regions=self.regions, previous=self.previous_maps)
 
     def _terms(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
         """The method's loss terms {term: (B,)} at latent x, from one guidance pass with gradients."""
         with torch.inference_mode(False), torch.enable_grad():
             maps = self._maps(x, sigma, model_options)
-            terms = LOSSES[self.settings.preset.loss](maps, self.weights)
+            with record_function("ai_t2i.loss"):
+                terms = LOSSES[self.settings.preset.loss](maps, self.weights)
         self.latest_maps = maps.smoothed.detach()
         if self.settings.keep_maps and step not in self.record.maps:
-            self.record.maps[step] = maps.raw.detach().cpu()
+            self.record.maps[step] = maps.raw.detach()  # to the CPU when the run ends (finish)
         return terms
 
     def _maps_after(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> torch.Tensor:
         """(B, S, H, W) raw subject maps of latent x, no gradient: what the step's own
         prediction sees after the update."""
         with torch.no_grad():
-            return self._maps(x, sigma, model_options).raw.cpu()
+            return self._maps(x, sigma, model_options).raw  # to the CPU when the run ends (finish)

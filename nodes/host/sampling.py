@@ -56,6 +56,7 @@ class GuidedSampler(comfy.samplers.Sampler):
         record = RunRecord()
         base_fn = self.base.sampler_function
         total_steps = len(sigmas) - 1
+        run = None
         if not guides(self.settings, total_steps):
             record.unguided_reason = self.unguided_reason(total_steps)
             fn = base_fn
@@ -65,6 +66,8 @@ class GuidedSampler(comfy.samplers.Sampler):
         inner = comfy.samplers.KSAMPLER(fn, self.base.extra_options, self.base.inpaint_options)
         samples = inner.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
                                disable_pbar)
+        if run is not None:
+            run.finish()  # the record's values to the host once, at the end (no step waited for them)
         # The latent the graph receives: CFGGuider.inner_sample returns process_latent_out of the
         # samples in float32 (model_wrap is that guider), which SamplerCustom(Advanced) moves to
         # the intermediate device and puts in its 'output'. The same op on the same tensor: equal bit for bit.

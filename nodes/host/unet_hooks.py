@@ -7,6 +7,7 @@ What changes here is what changes when the host changes its attn2 patch interfac
 from __future__ import annotations
 
 from comfy.ldm.modules.attention import get_attention_function, optimized_attention
+from torch.profiler import record_function
 
 from ...ai_t2i_attention import attention_probabilities
 from .keys import RECORDER_KEY, record_layer
@@ -25,8 +26,9 @@ class CrossAttentionHook:
     def __call__(self, q, k, v, extra_options):
         recorder = extra_options.get(RECORDER_KEY)
         if recorder is not None and recorder.wants(self.key):
-            record_layer(recorder, self.key, attention_probabilities(q, k, extra_options["n_heads"]),
-                         extra_options["activations_shape"][-2:])
+            with record_function("ai_t2i.maps"):
+                record_layer(recorder, self.key, attention_probabilities(q, k, extra_options["n_heads"]),
+                             extra_options["activations_shape"][-2:])
         if self.wrapped is not None:
             return self.wrapped(q, k, v, extra_options)
         return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
