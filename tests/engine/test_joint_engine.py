@@ -1,6 +1,5 @@
 """Engine pieces for joint-attention (MM-DiT) models: the joint probabilities, pooling, the
 DiT layer policy and token resolution over several text-encoder streams."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 import math
 
 import pytest

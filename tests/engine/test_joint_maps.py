@@ -1,6 +1,5 @@
 """The joint-attention map's fused kernel and written-out gradient against the explicit path
 (every score materialised in float32, autograd through the softmax)."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 
 import pytest
 import torch

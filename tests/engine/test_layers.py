@@ -1,5 +1,4 @@
 """The layer policy on plain layer lists: levels, layer sets and the 'auto' cost rule."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 
 import pytest
 

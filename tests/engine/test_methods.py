@@ -1,10 +1,11 @@
 """The methods table (methods.py) is written out whole and filled by nothing else; each preset
 answers which refinement falls on a step; every term has its weight; the engine's modules
 import one another without a circle."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 import ast
 import json
+import pathlib
 import subprocess
+import sys
 from dataclasses import replace
 
 import pytest

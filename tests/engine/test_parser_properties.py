@@ -1,6 +1,5 @@
 """Property-based tests of the text parsers: any string gives a parse or the pack's own
 clear error (SubjectError, LayoutError), never another exception, and what parses is sane."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 
 import math
 

@@ -1,6 +1,5 @@
 """Every preset's declared contract holds: its refinement's test term is one its loss
 returns, and it reads layout regions exactly when it says so."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 
 import pytest
 import torch

@@ -1,5 +1,3 @@
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
-
 import torch
 
 from ai_t2i_attention import Regions, centroid, find_regions

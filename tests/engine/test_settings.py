@@ -1,5 +1,4 @@
 """GuidanceSettings from the node's widget values (GuidanceSettings.from_widgets), and RunRecord's log."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 
 import pytest
 

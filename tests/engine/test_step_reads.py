@@ -2,8 +2,6 @@
 keeps the losses and the images' finite flags as tensors, read on the host when the report is
 read (or for a whole run at once by settle_reports), with the values and order an immediate
 read gives."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
-
 import math
 
 import pytest

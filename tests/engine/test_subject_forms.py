@@ -1,7 +1,6 @@
 """A subject typed in another form than the prompt's word: another letter case, or the
 singular/plural of it. Resolved to the prompt's own word when only one fits; refused with
 the candidates when several do; a word that fits nothing gets a "did you mean"."""
-import sys, pathlib; sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the host: never shadow its `nodes`
 
 import pytest
 

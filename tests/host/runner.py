@@ -5,19 +5,17 @@ import torch
 
 import comfy.sample
 import comfy.samplers
+from ai_t2i_pack.nodes import options
+from ai_t2i_pack.nodes.host import sampling
 
 
 def settings(pack, **kw):
-    from importlib import import_module
-    options = import_module(pack.__name__ + ".nodes.options")
     args = dict(method="AI-T2I", strength=1.0, start_percent=0.0, end_percent=0.5)
     args.update(kw)
     return options.settings_from_inputs(**args)
 
 
 def guided_sampler(pack, base="euler", **kw):
-    from importlib import import_module
-    sampling = import_module(pack.__name__ + ".nodes.host.sampling")
     return sampling.GuidedSampler(comfy.samplers.sampler_object(base), settings(pack, **kw))
 
 

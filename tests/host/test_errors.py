@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import comfy.model_management
+from ai_t2i_pack.nodes.host import drivers
 from runner import encode, guided_sampler, patch, plain, run
 
 
@@ -18,8 +19,6 @@ def test_cancel_during_guided_step_stops_and_leaves_model_clean(pack, sd15_small
         calls.append(info["i"])
         comfy.model_management.interrupt_current_processing(True)
 
-    from importlib import import_module
-    drivers = import_module(pack.__name__ + ".nodes.host.drivers")
     original = drivers._InPlaceUpdates.check_callback
 
     def callback(self, info):

@@ -10,7 +10,7 @@ ordinary run works. Where each case is tested:
  2. the same word twice: listed twice ........... test_errors.py::test_subject_errors, here [twice];
     a word that occurs twice in the prompt ...... here: test_word_twice_in_prompt_guides_both_occurrences
  3. more than 8 subjects ........................ test_errors.py::test_subject_errors, here [nine]
- 4. prompt over 77 tokens (must work) ........... test_attention_hooks.py::test_prompt_over_77_tokens,
+ 4. prompt over 77 tokens (must work) ........... test_unet_hooks.py::test_prompt_over_77_tokens,
                                                   here: test_subjects_in_second_and_third_chunk_resolve_and_guide
  5. empty prompt ................................ test_errors.py::test_empty_prompt_names_the_problem, here [empty]
  6. step range outside the schedule ............. test_errors.py::test_step_range_outside_schedule (values),
@@ -28,31 +28,30 @@ ordinary run works. Where each case is tested:
 11. two AI-T2I patches on one model ............. test_errors.py::test_second_patch_node_is_refused,
                                                   here (models left clean): test_sampling_time_errors_leave_...
 12. another pack's attn2 patch on our layers:
-    attn2 replace before (composes) ............. test_attention_hooks.py::test_existing_attn2_patch_still_runs
-    attn2 replace after (composes: the guidance   test_attention_hooks.py::test_ipadapter_style_patch_composes_...
+    attn2 replace before (composes) ............. test_unet_hooks.py::test_existing_attn2_patch_still_runs
+    attn2 replace after (composes: the guidance   test_unet_hooks.py::test_ipadapter_style_patch_composes_...
     pass wraps it on its own options copy)
     set_model_attn2_patch before and after ...... here: test_attn2_patch_composes_before_and_after
 13. the same seed twice, bit for bit ............ here: test_same_seed_twice_is_bit_identical
 14. batch 1 vs batch 4, first image ............. here: test_first_image_same_in_batch_of_1_and_4
-                                                  (batch 2: test_sampler.py::test_batch_guided_in_one_pass_...)
+                                                  (batch 2: test_guided_run.py::test_batch_guided_in_one_pass_...)
 15. subjects as token indices ('5, 7') .......... here: test_subject_prompt_errors_name_the_fix[token_indices],
                                                   executor: test_executor_keeps_serving[token_indices]
-16. subject node missing (plain CLIPTextEncode) . test_sampler.py::test_unpatched_model_and_plain_prompt_errors,
+16. subject node missing (plain CLIPTextEncode) . test_guided_run.py::test_unpatched_model_and_plain_prompt_errors,
                                                   here (models left clean): test_sampling_time_errors_leave_...,
                                                   executor: test_executor_keeps_serving[plain_prompt]
-17. strength 0 == base sampler, bit for bit ..... test_sampler.py::test_zero_strength_reproduces_base_sampler,
+17. strength 0 == base sampler, bit for bit ..... test_sampling.py::test_zero_strength_reproduces_base_sampler,
                                                   executor: test_executor_strength_zero_equals_ksampler
-18. a sampler it cannot drive (dpm_adaptive) .... test_sampler.py::test_adaptive_sampler_refused,
+18. a sampler it cannot drive (dpm_adaptive) .... test_sampling.py::test_adaptive_sampler_refused,
                                                   executor: test_executor_keeps_serving[dpm_adaptive]
 19. malformed box / mask of the wrong size ...... test_subject_layout.py::test_malformed_box_is_a_clear_error,
                                                   ::test_wrong_masks_are_clear_errors (the layout feature's own)
-20. a sampler keeping a private latent copy ..... test_sampler.py::test_sampler_with_private_latent_copy_is_refused
-21. model not passed through the patch node ..... test_sampler.py::test_unpatched_model_and_plain_prompt_errors,
+20. a sampler keeping a private latent copy ..... test_drivers.py::test_sampler_with_private_latent_copy_is_refused
+21. model not passed through the patch node ..... test_guided_run.py::test_unpatched_model_and_plain_prompt_errors,
                                                   here (models left clean): test_sampling_time_errors_leave_...
 """
 import logging
 import re
-from importlib import import_module
 
 import pytest
 import torch
@@ -61,6 +60,7 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.supported_models
+from ai_t2i_pack.nodes.host import families
 from runner import encode, guided_sampler, options_snapshot as _snapshot, patch, plain, run
 
 PROMPT, SUBJECTS = "a cat and a dog", "cat, dog"
@@ -228,7 +228,7 @@ def test_unsupported_model_families_name_supported_ones(pack, sd15_small):
         assert fix in str(err.value)
         assert _snapshot(model.model_options) == before
         with pytest.raises(ValueError, match="SD1.x, SD2.x, SDXL"):  # the one-node KSampler patches itself
-            import_module(pack.__name__ + ".nodes.host.families").install_hooks(model)
+            families.install_hooks(model)
     _next_run_works(pack, sd15_small[0], clip)
 
 

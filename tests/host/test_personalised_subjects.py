@@ -1,8 +1,8 @@
 """Subjects that are textual-inversion embeddings or LoRA trigger words."""
-from importlib import import_module
-
 import torch
 
+from ai_t2i_pack import ai_t2i_attention as engine
+from ai_t2i_pack.nodes.host import guided_run
 from runner import encode, guided_sampler, patch, plain, run
 
 
@@ -11,8 +11,6 @@ def spy_on_maps(pack, monkeypatch):
     columns, and the gradient with respect to every token column of the loss terms that
     read the subjects' raw maps (isolation and aggregation: presence and attribute set
     to 0, since presence re-normalises over all text columns and so touches them all)."""
-    guided_run = import_module(pack.__name__ + ".nodes.host.guided_run")
-    engine = import_module(pack.__name__ + ".ai_t2i_attention")
     real, seen = guided_run.subject_maps, []
 
     def spy(avg, groups, *args, **kw):

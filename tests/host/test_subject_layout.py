@@ -1,11 +1,11 @@
 """Layout control on a real host UNet: boxes and masks reach the loss and move the subject's
 attention into its region; bad boxes and masks give errors that name the fix."""
-from importlib import import_module
 
 import pytest
 import torch
 
 import comfy.samplers
+from ai_t2i_pack.nodes.host import conditioning
 from runner import encode, guided_sampler, patch, plain, run
 
 BOXES = "cat: 0.0 0.0 0.4 1.0; dog: 0.6 0.0 1.0 1.0"  # cat on the left, dog on the right
@@ -25,7 +25,6 @@ def laid_out(pack, positive, boxes=BOXES, **kw):
 
 def test_node_attaches_regions(pack, setup):
     _, pos, _ = setup
-    conditioning = import_module(pack.__name__ + ".nodes.host.conditioning")
     out = laid_out(pack, pos)
     layout = out[0][1][conditioning.LAYOUT_KEY]
     assert layout.subjects == ("cat", "dog") and layout.constrained == [0, 1]

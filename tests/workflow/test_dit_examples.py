@@ -8,6 +8,8 @@ of these workflows look."""
 import pytest
 import torch
 
+from ai_t2i_pack import ai_t2i_attention as engine
+from ai_t2i_pack.nodes.host import conditioning, tokens
 from host_fixtures import CACHE
 
 FLUX_FILE = "random_flux_dev_v1.safetensors"
@@ -34,15 +36,12 @@ def host(tmp_path_factory):
 
 @pytest.mark.parametrize("name, streams", [("ai_t2i_sd35_custom_sampler", ("l", "t5xxl")),
                                            ("ai_t2i_flux_dev_custom_sampler", ("t5xxl",))])
-def test_example_subjects_are_found_by_the_models_tokenizers(host, pack, name, streams):
+def test_example_subjects_are_found_by_the_models_tokenizers(host, name, streams):
     """What the Subject Prompt resolves on the example's own text encoders (SD3: CLIP-L/G
     and T5 as TripleCLIPLoader loads them; Flux: T5): every subject and attribute word in
     every stream of the context. A subject missing from the prompt fails here."""
-    from importlib import import_module
     from comfy.text_encoders.flux import FluxTokenizer
     from comfy.text_encoders.sd3_clip import SD3Tokenizer
-    engine = import_module(f"{pack.__name__}.ai_t2i_attention")
-    tokens = import_module(f"{pack.__name__}.nodes.host.tokens")
     graph = _builders()[name]()
     prompt = graph[_only(graph, "AIT2ISubjectPrompt")]["inputs"]
     loader = graph[prompt["clip"][0]]
@@ -60,18 +59,17 @@ def test_example_subjects_are_found_by_the_models_tokenizers(host, pack, name, s
         assert all(any(lo <= c < hi for c in columns) for lo, hi in zip(starts, starts[1:]))
 
 
-def test_flux_guidance_keeps_the_subjects_on_the_entry(host, pack):
+def test_flux_guidance_keeps_the_subjects_on_the_entry(host):
     """The host's FluxGuidance copies each entry and adds its guidance: the subjects (and the
     rest of the entry) must come through, the input conditioning unchanged."""
-    from importlib import import_module
-    key = import_module(f"{pack.__name__}.nodes.host.conditioning").SUBJECTS_KEY
+    key = conditioning.SUBJECTS_KEY
     spec = object()
     context = torch.zeros(1, T, 4096)
-    conditioning = [[context, {"pooled_output": torch.zeros(1, 768), key: spec}]]
-    out = host.nodes.NODE_CLASS_MAPPINGS["FluxGuidance"]().execute(conditioning, 2.5)[0]
+    given = [[context, {"pooled_output": torch.zeros(1, 768), key: spec}]]
+    out = host.nodes.NODE_CLASS_MAPPINGS["FluxGuidance"]().execute(given, 2.5)[0]
     assert len(out) == 1 and out[0][0] is context
     assert out[0][1][key] is spec and out[0][1]["guidance"] == 2.5
-    assert "guidance" not in conditioning[0][1]
+    assert "guidance" not in given[0][1]
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +99,9 @@ class _TestConditioning:
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
     CATEGORY = "testing"
-    PACK = None
 
     def make(self):
-        from importlib import import_module
-        engine = import_module(f"{self.PACK}.ai_t2i_attention")
-        key = import_module(f"{self.PACK}.nodes.host.conditioning").SUBJECTS_KEY
+        key = conditioning.SUBJECTS_KEY
         groups = engine.TokenGroups(SUBJECT_COLUMNS, (), tuple(range(T)))
         spec = engine.ResolvedSubjects("a bear and a white rabbit", ("bear", "white rabbit"), (), groups)
         g = torch.Generator().manual_seed(0)
@@ -134,12 +129,11 @@ def _flux_graph_on_test_conditioning(flux_file: str, guidance: float) -> dict:
     return g
 
 
-def test_flux_example_graph_runs_through_the_executor(host, pack, flux_file, monkeypatch):
+def test_flux_example_graph_runs_through_the_executor(host, flux_file, monkeypatch):
     """UNETLoader -> ModelSamplingFlux -> AI-T2I Attention Patch; the prompt's conditioning
     -> FluxGuidance -> BasicGuider (no negative); KSamplerSelect -> AI-T2I Guided Sampler ->
     SamplerCustomAdvanced -> AI-T2I Attention Maps: the run guides, and the guidance value
     FluxGuidance set reaches the guidance pass (another value gives other maps)."""
-    monkeypatch.setattr(_TestConditioning, "PACK", pack.__name__)
     monkeypatch.setitem(host.nodes.NODE_CLASS_MAPPINGS, "AIT2ITestConditioning", _TestConditioning)
     logs = {}
     for guidance in (1.0, 8.0):
