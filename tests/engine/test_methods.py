@@ -1,7 +1,6 @@
 """The methods table (methods.py) is written out whole and filled by nothing else; each preset
-answers which refinement falls on a step; every term has its weight; the engine's modules
-import one another without a circle."""
-import ast
+answers which refinement falls on a step; every term has its weight. (That no engine module
+imports another in a circle is test_import_graph.py's.)"""
 import json
 import pathlib
 import subprocess
@@ -124,59 +123,3 @@ def test_every_term_has_its_weight():
                        "layout_outer": 1.6}
     with pytest.raises(KeyError, match="'contrast' has no weight"):
         w.weight_of("contrast")
-
-
-# ---------------------------------------------------------------- no import circle
-
-def relative_imports(source: str, modules: set[str]) -> set[str]:
-    """The engine modules a module's source imports by relative imports, anywhere in it
-    (TYPE_CHECKING blocks and function bodies included). `from . import name` counts as the
-    module `name` where one exists, else as the package's __init__."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found |= {a.name if a.name in modules else "__init__" for a in node.names}
-    return found
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """A circle of imports in graph (module -> modules it imports), as the list of its modules; None: none."""
-    state, path = {}, []
-
-    def visit(m):
-        state[m] = "open"
-        path.append(m)
-        for n in sorted(graph.get(m, ())):
-            if state.get(n) == "open":
-                return path[path.index(n):] + [n]
-            if n not in state and (cycle := visit(n)):
-                return cycle
-        state[m] = "done"
-        path.pop()
-        return None
-
-    for m in sorted(graph):
-        if m not in state and (cycle := visit(m)):
-            return cycle
-    return None
-
-
-def test_the_cycle_finder_sees_circles_under_type_checking():
-    modules = {"losses", "layout_terms", "maps"}
-    hidden = "from typing import TYPE_CHECKING\nfrom .maps import X\nif TYPE_CHECKING:\n    from .losses import W\n"
-    assert relative_imports(hidden, modules) == {"maps", "losses"}
-    assert relative_imports("from . import baselines, thing\n", modules | {"baselines"}) == {"baselines", "__init__"}
-    circle = {"losses": {"layout_terms", "maps"}, "layout_terms": {"losses"}, "maps": set()}
-    assert find_cycle(circle) in (["layout_terms", "losses", "layout_terms"], ["losses", "layout_terms", "losses"])
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
-
-
-def test_no_engine_module_imports_another_in_a_circle():
-    files = {p.stem: p for p in ENGINE.glob("*.py")}
-    graph = {name: relative_imports(p.read_text(), set(files)) for name, p in files.items()}
-    assert graph["weights"] == set(), "weights.py is a leaf"
-    assert graph["layout_terms"] >= {"weights"} and "losses" not in graph["layout_terms"]
-    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
