@@ -1,13 +1,13 @@
 """Attention maps before and after each guided update, and the preview node's tiles: the run
 they show is the one that made the latent wired to the node."""
-from importlib import import_module
-
 import pytest
 import torch
 
 import comfy.sample
 import comfy.samplers
 
+from ai_t2i_pack.nodes import preview_notice as notice
+from ai_t2i_pack.nodes.host import errors, guided_run
 from runner import encode, guided_sampler, patch, plain, run
 
 
@@ -35,7 +35,6 @@ def _max_change(record):
 
 
 def test_plain_guided_run_records_no_after_maps(pack, prompt, monkeypatch):
-    guided_run = import_module(pack.__name__ + ".nodes.host.guided_run")
     monkeypatch.setattr(guided_run.GuidedRun, "_maps_after", lambda *a: pytest.fail("after-maps pass in a plain run"))
     model, pos, neg = prompt
     sampler = guided_sampler(pack)
@@ -87,7 +86,6 @@ def test_samples_from_elsewhere_fail_loudly(pack, prompt):
     """The maps node shows the run that made the latent wired to it. Samples another sampler
     made, or a latent changed after the run, name the wire to connect instead of showing
     another run's maps."""
-    errors = import_module(pack.__name__ + ".nodes.host.errors")
     model, pos, neg = prompt
     ours, other = guided_sampler(pack), guided_sampler(pack)
     ours_out = run(model, ours, pos, neg, size=32, steps=2)
@@ -139,7 +137,6 @@ def test_non_square_latent_gives_tiles_of_its_shape(pack, prompt):
 def test_unguided_run_shows_a_notice_not_an_error(pack, prompt):
     """Strength 0 guides no step: the maps node returns one tile saying so (the images' size)
     and the loss log says the same; the KSampler's record carries the same reason."""
-    notice = import_module(pack.__name__ + ".nodes.preview_notice")
     model, pos, neg = prompt
     for sampler, reason in ((guided_sampler(pack, strength=0.0), "no step was guided (strength 0)"),
                             (guided_sampler(pack, start_percent=0.3, end_percent=0.3),

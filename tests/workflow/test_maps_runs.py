@@ -4,10 +4,11 @@ guided no step (strength 0, a range without steps), a tile and a log line saying
 prompt succeeds and the image is the plain sampler's."""
 import copy
 import pathlib
-from importlib import import_module
 
 import numpy as np
 import pytest
+
+from ai_t2i_pack.nodes import preview_notice as notice
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = "ai_t2i_tiny_shapes.safetensors"
@@ -44,7 +45,6 @@ def _custom(**kw):
     ({"start_percent": 0.3, "end_percent": 0.3}, "no step was guided (the range 0.30..0.30 holds none of the 4 steps)"),
 ], ids=["strength_0", "empty_range"])
 def test_unguided_run_succeeds_with_a_notice_and_the_plain_image(host, pack, guided_widgets, reason):
-    notice = import_module(pack.__name__ + ".nodes.preview_notice")
     graph = _custom()
     graph["6"]["inputs"].update(guided_widgets)
     out = host.run(graph)  # raises GraphError if the prompt fails
@@ -63,7 +63,6 @@ def test_ksampler_at_strength_0_gives_the_notice_and_the_vanilla_image(host, pac
     """KSampler (AI-T2I) beside the vanilla KSampler, same seed: at strength 0 both images are
     equal and its maps output is the same notice tile (256 x 256 without images), not a black tile."""
     from tools.graphs import comparison_graph
-    notice = import_module(pack.__name__ + ".nodes.preview_notice")
     out = host.run(comparison_graph({"tiny": TINY}, *PROMPT, seed=1, steps=4, cfg=5.0, size=128, strength=0.0,
                                     prefix="ks0"))
     vanilla, guided = _saved(host, out, "10")
