@@ -88,6 +88,6 @@ else
   step joint_maps 20 "$PY" benchmarks/joint_maps.py --device cuda --runs 5
 fi
 
-grep -h -e "^|" -e "^device" -e "^  map\|^  attention\|^B " "$OUT"/cost_*.log "$OUT"/joint_maps.log > "$OUT/tables.md" 2>/dev/null
+grep -h -e "^|" -e "^device" -e "^floor" -e "^  map\|^  attention\|^B " "$OUT"/cost_*.log "$OUT"/joint_maps.log > "$OUT/tables.md" 2>/dev/null
 tail -n 3 "$OUT/host_tests.log" | tee -a "$OUT/summary.log"
 note "total: $SECONDS s"
