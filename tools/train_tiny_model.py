@@ -111,6 +111,21 @@ def _import_tiny_model():
     return mod
 
 
+def _import_pack_module(name: str):
+    """Import ``nodes.host.<name>`` of this repository as the pack's own module, without
+    running the pack's and nodes' __init__ (which register the nodes with a running host).
+    The Flux-shaped model is trained through the same joint-attention hooks the guidance
+    reads its maps with."""
+    import types
+
+    for pkg, path in (("ai_t2i_pack", REPO), ("ai_t2i_pack.nodes", os.path.join(REPO, "nodes"))):
+        if pkg not in sys.modules:
+            stub = types.ModuleType(pkg)
+            stub.__path__ = [path]
+            sys.modules[pkg] = stub
+    return importlib.import_module(f"ai_t2i_pack.nodes.host.{name}")
+
+
 def _import_scenes():
     from benchmarks.shapesbench import scenes
 
@@ -201,6 +216,8 @@ def init_weights(module: torch.nn.Module):
     for m in module.modules():
         if isinstance(m, torch.nn.Embedding):
             torch.nn.init.normal_(m.weight, std=0.02)
+        elif type(m).__name__ == "RMSNorm" and isinstance(getattr(m, "scale", None), torch.nn.Parameter):
+            torch.nn.init.ones_(m.scale)  # Flux's q/k norms: their scale is left empty by the host
         else:
             for base in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.LayerNorm, torch.nn.GroupNorm):
                 if isinstance(m, base):
@@ -224,6 +241,19 @@ def zero_init_unet_outputs(unet: torch.nn.Module):
         torch.nn.init.zeros_(last.bias)
     torch.nn.init.zeros_(unet.out[-1].weight)
     torch.nn.init.zeros_(unet.out[-1].bias)
+
+
+def zero_init_flux_outputs(flux: torch.nn.Module):
+    """adaLN-Zero (the DiT init): every block's modulation and the final layer start at zero,
+    so each block starts as the identity and the model's first output is zero."""
+    for block in list(flux.double_blocks) + list(flux.single_blocks):
+        for mod in (getattr(block, n, None) for n in ("img_mod", "txt_mod", "modulation")):
+            if isinstance(mod, torch.nn.Module):  # (newer hosts keep a bool named modulation too)
+                torch.nn.init.zeros_(mod.lin.weight)
+                torch.nn.init.zeros_(mod.lin.bias)
+    for layer in (flux.final_layer.adaLN_modulation[-1], flux.final_layer.linear):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
 
 
 def saturated(x: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
@@ -468,7 +498,10 @@ def make_text_trainable(text: torch.nn.Module):
 def build_unet_stage(args, tm, cfg, device):
     unet = tm.build_unet(cfg)
     init_weights(unet)
-    zero_init_unet_outputs(unet)
+    if cfg.architecture == "flux":
+        zero_init_flux_outputs(unet)
+    else:
+        zero_init_unet_outputs(unet)
     text = tm.build_text_model(cfg)
     init_weights(text)
     with torch.no_grad():  # SD1 checkpoints do not use the projection; keep it an identity
@@ -513,6 +546,46 @@ def grounding_patches(unet, store: list, tokens_at: int) -> dict:
     keys = [("input", i, t) for i in range(len(unet.input_blocks)) for t in range(4)]
     keys += [("middle", 0, t) for t in range(4)] + [("output", i, t) for i in range(len(unet.output_blocks)) for t in range(4)]
     return {"patches_replace": {"attn2": {key: patch for key in keys}}}
+
+
+class _EveryBlockRecorder:
+    """The guidance pass's recorder interface (wants / record_probabilities / complete /
+    stop_early), keeping every joint block's (B, N, T) map for the grounding loss and never
+    ending the forward early."""
+
+    complete = False
+    stop_early = False
+
+    def __init__(self, store: list, reading: bool):
+        self.store, self.reading = store, reading
+
+    def wants(self, key) -> bool:
+        return self.reading
+
+    def record_probabilities(self, key, probabilities, map_size):
+        self.store.append(probabilities)
+
+
+def flux_training_options(flux, cfg, store: list, grounding: bool) -> dict:
+    """transformer_options for training the Flux-shaped model: the pack's own block hooks and
+    joint-attention override (nodes/host/dit_hooks.py), so the grounding loss reads the maps
+    the guidance reads: each block's image-to-text probabilities, softmax over all keys.
+    They are installed without grounding too: their copies of the saved token streams are
+    what lets the backward run through Flux's in-place residual adds."""
+    hooks, keys = _import_pack_module("dit_hooks"), _import_pack_module("keys")
+    blocks = {("double_block", i): hooks.JointBlockHook(("double", i, 0)) for i in range(len(flux.double_blocks))}
+    blocks.update({("single_block", i): hooks.JointBlockHook(("single", i, 0)) for i in range(len(flux.single_blocks))})
+    n, t = cfg.latent_size ** 2, cfg.max_tokens
+    layout = hooks.JointLayout(text=(0, t), image=(t, t + n), grid=(cfg.latent_size, cfg.latent_size))
+    return {"patches_replace": {"dit": blocks}, keys.RECORDER_KEY: _EveryBlockRecorder(store, grounding),
+            keys.JOINT_LAYOUT_KEY: layout, "optimized_attention_override": hooks.JointAttentionOverride(None)}
+
+
+def flow_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """Flow-matching training noise levels: t = sigmoid(u) for u ~ N(0, 1) (SD3's logit-normal),
+    then Flux's time shift with mu = ``shift`` (what ModelSamplingFlux applies when sampling)."""
+    t = torch.sigmoid(u)
+    return math.exp(shift) / (math.exp(shift) + (1.0 / t - 1.0))
 
 
 def grounding_loss(layers: list, masks: list, cols: list, use: torch.Tensor, floor: float = 0.2) -> dict:
@@ -572,7 +645,10 @@ def init_from_export(args, tm, cfg, unet, text, device):
     import safetensors.torch
 
     sd = safetensors.torch.load_file(args.init_from)
-    unet.load_state_dict({k[len(tm.UNET_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.UNET_PREFIX)})
+    if tm.read_tiny_config(args.init_from).architecture == cfg.architecture:
+        unet.load_state_dict({k[len(tm.UNET_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.UNET_PREFIX)})
+    else:  # e.g. the Flux-shaped model started from the UNet model's text encoder and autoencoder
+        log(f"{args.init_from} is another architecture: its diffusion model is not used")
     text_sd = {"clip_l." + k[len(tm.TEXT_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.TEXT_PREFIX)}
     missing, unexpected = text.load_state_dict(text_sd, strict=False)
     if [k for k in missing if not k.endswith("logit_scale")] or unexpected:
@@ -615,7 +691,7 @@ def train_unet(args, tm, cfg, device):
     trainable = [p for p in list(unet.parameters()) + list(text.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=args.unet_lr, weight_decay=0.01)
     ema = Ema([unet, text], args.ema)
-    sigmas = host_sigmas(cfg).to(device)
+    sigmas = None if cfg.architecture == "flux" else host_sigmas(cfg).to(device)
 
     cap = args.buffer
     buf_lat = torch.zeros(cap, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=device)
@@ -683,7 +759,11 @@ def train_unet(args, tm, cfg, device):
     unet.train()
     text.train(not args.freeze_text)
     store: list = []
-    options = grounding_patches(unet, store, cfg.latent_size ** 2) if args.grounding_weight > 0 else {}
+    flow = cfg.architecture == "flux"
+    if flow:
+        options = flux_training_options(unet, cfg, store, args.grounding_weight > 0)
+    else:
+        options = grounding_patches(unet, store, cfg.latent_size ** 2) if args.grounding_weight > 0 else {}
     t_start, t_ckpt, run_loss, run_n, run_ground, run_terms = time.time(), time.time(), 0.0, 0, 0.0, {}
     try:
         if produced < args.batch:
@@ -694,12 +774,20 @@ def train_unet(args, tm, cfg, device):
             n = min(produced, cap)
             idx = torch.randint(0, n, (args.batch,), generator=g)
             drop = torch.rand(args.batch, generator=g) < args.caption_dropout
-            t = torch.randint(0, len(sigmas), (args.batch,), generator=g).to(device)
+            if flow:
+                sigma = flow_sigmas(torch.randn(args.batch, generator=g), cfg.flux_shift).to(device).view(-1, 1, 1, 1)
+            else:
+                t = torch.randint(0, len(sigmas), (args.batch,), generator=g).to(device)
+                sigma = sigmas[t].view(-1, 1, 1, 1)
             x0 = buf_lat[idx.to(device)]
             noise = torch.randn(x0.shape, generator=g).to(device)
             tokens = [empty_tokens if drop[i] else buf_tok[int(idx[i])] for i in range(args.batch)]
-            sigma = sigmas[t].view(-1, 1, 1, 1)
-            x_in = (x0 + sigma * noise) / (sigma ** 2 + 1).sqrt()  # = EPS.calculate_input
+            if flow:  # CONST (rectified flow): x_t = (1 - s) x0 + s noise, the model predicts noise - x0
+                x_in, timestep, target = (1 - sigma) * x0 + sigma * noise, sigma.view(-1), noise - x0
+                extra = {"y": torch.zeros(args.batch, cfg.text_width, device=device)}  # content-free pooled vector
+            else:
+                x_in, timestep, target = (x0 + sigma * noise) / (sigma ** 2 + 1).sqrt(), t.float(), noise  # EPS.calculate_input
+                extra = {}
             for group in opt.param_groups:
                 group["lr"] = lr_at(args.unet_lr, step, args.warmup, elapsed / budget)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
@@ -717,9 +805,9 @@ def train_unet(args, tm, cfg, device):
                         keep[i, tokens[i].index(49407, 1):] = 0.0
                     context = context * keep + empty_context * (1 - keep)
                 store.clear()
-                pred = unet(x_in, timesteps=t.float(), context=context, transformer_options=options)
-            per = (pred.float() - noise).square().mean(dim=(1, 2, 3))
-            if args.min_snr > 0:
+                pred = unet(x_in, timestep, context=context, transformer_options=options, **extra)
+            per = (pred.float() - target).square().mean(dim=(1, 2, 3))
+            if args.min_snr > 0 and not flow:
                 # Min-SNR-gamma weighting for eps prediction: min(SNR, gamma) / SNR with
                 # SNR = 1 / sigma^2. Low-noise steps (fine detail) stop dominating, so the
                 # layout/colour/shape decisions made at mid and high noise learn faster.
@@ -727,7 +815,11 @@ def train_unet(args, tm, cfg, device):
                 per = per * torch.clamp(snr, max=args.min_snr) / snr
             loss = per.mean()
             if args.grounding_weight > 0:
-                terms = grounding_loss([p.float() for p in store], [buf_mask[int(i)] for i in idx],
+                # Flux: each block's probabilities over all keys, renormalised over the text keys,
+                # so the share floor means the same as on the UNet's cross-attention.
+                maps = [p.float() / p.float().sum(-1, keepdim=True).clamp_min(1e-12) if flow else p.float()
+                        for p in store]
+                terms = grounding_loss(maps, [buf_mask[int(i)] for i in idx],
                                        [buf_cols[int(i)] for i in idx], ~drop, args.grounding_floor)
                 ground = sum(terms.values())
                 loss = loss + args.grounding_weight * ground
@@ -850,6 +942,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stage", choices=["vae", "unet", "export", "all"], default="all",
                     help="all = vae, unet, then export if --export is given")
+    ap.add_argument("--arch", choices=["unet", "flux"], default="unet",
+                    help="the diffusion model: SD1-shaped UNet, or Flux.1-shaped (TinyModelConfig.architecture)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--workers", type=int, default=0, help="render worker processes (0: render in-process)")
@@ -900,7 +994,7 @@ def main(argv=None):
     _setup_paths(args.device)
     torch.set_num_threads(args.threads)
     tm = _import_tiny_model()
-    cfg = tm.TinyModelConfig(content_free_end=args.content_free_end)
+    cfg = tm.TinyModelConfig(content_free_end=args.content_free_end, architecture=args.arch)
     os.makedirs(args.work, exist_ok=True)
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     if device.type == "cuda":

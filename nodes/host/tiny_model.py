@@ -46,11 +46,13 @@ import comfy.sd1_clip
 import comfy.supported_models_base
 import comfy.taesd.taesd
 import comfy.utils
+from comfy.ldm.flux.model import Flux
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 log = logging.getLogger("ai_t2i")
 
 METADATA_KEY = "ai_t2i_tiny_config"
+ARCHITECTURES = ("unet", "flux")
 FORMAT_NAME = "ai_t2i_tiny_sd"
 FORMAT_VERSION = 1
 UNET_PREFIX = "model.diffusion_model."
@@ -133,6 +135,27 @@ class TinyModelConfig:
     # them can ignore the words, which leaves nothing word-grounded for guidance to read.
     content_free_end: bool = False
 
+    # "unet": the SD1-shaped model above. "flux": a Flux.1-shaped one, the host's own Flux
+    # class (double-stream then single-stream blocks, RoPE on a 1x1 patch grid, flow matching
+    # through the host's ModelSamplingFlux) on the same text encoder and autoencoder; the
+    # unet fields are then unused and the flux fields below describe it.
+    architecture: str = "unet"
+    # Flux-shaped sizes and why: width 128 in 4 heads of 32 (the UNet toy's head width);
+    # RoPE axes (4, 14, 14) split the head as Flux.1's (16, 56, 56) split its 128; patch 1
+    # on the 16x16 latent gives 256 image tokens, so maps are 16x16 as the UNet toy's.
+    # 4 double-stream and 6 single-stream blocks keep Flux.1's order (double first) at a
+    # size a 2-core CPU trains in about an hour.
+    flux_hidden: int = 128
+    flux_heads: int = 4
+    flux_double: int = 4
+    flux_single: int = 6
+    flux_mlp_ratio: float = 4.0
+    flux_axes_dim: tuple = (4, 14, 14)
+    flux_theta: int = 10000
+    # ModelSamplingFlux's mu: Flux.1's resolution-dependent shift is 0.5 at 256 image tokens
+    # (base_shift), the token count of this model's 16x16 latent.
+    flux_shift: float = 0.5
+
     latent_scale_factor: float = 1.0
     latent_rgb_factors: Optional[list] = None
     latent_rgb_factors_bias: Optional[list] = None
@@ -169,6 +192,37 @@ class TinyModelConfig:
             "dtype": dtype,
         }
 
+    def flux_config(self, dtype=None) -> dict:
+        """Keyword arguments for the host's ``comfy.ldm.flux.model.Flux`` (FluxParams' fields).
+
+        No guidance embedding (the toy is not guidance-distilled: it samples with CFG, as
+        SD3 does). ``vec_in_dim`` is the text width, and the pooled vector the text encoder
+        hands it is zero (:class:`TinyClipModel` with ``content_free_pooled``): the caption
+        reaches the image only through its token columns, which the maps read.
+        """
+        return {
+            "image_model": "flux",
+            "in_channels": self.latent_channels,
+            "out_channels": self.latent_channels,
+            "vec_in_dim": self.text_width,
+            "context_in_dim": self.text_width,
+            "hidden_size": self.flux_hidden,
+            "mlp_ratio": self.flux_mlp_ratio,
+            "num_heads": self.flux_heads,
+            "depth": self.flux_double,
+            "depth_single_blocks": self.flux_single,
+            "axes_dim": list(self.flux_axes_dim),
+            "theta": self.flux_theta,
+            "patch_size": 1,
+            "qkv_bias": True,
+            "guidance_embed": False,
+            "dtype": dtype,
+        }
+
+    def diffusion_config(self, dtype=None) -> dict:
+        """The diffusion model's keyword arguments, for this file's architecture."""
+        return self.flux_config(dtype) if self.architecture == "flux" else self.unet_config(dtype)
+
     def text_config(self) -> dict:
         """The ``textmodel_json_config`` dict for ``comfy.sd1_clip.SDClipModel``."""
         return {
@@ -189,6 +243,8 @@ class TinyModelConfig:
         }
 
     def sampling_settings(self) -> dict:
+        if self.architecture == "flux":
+            return {"shift": self.flux_shift}
         return {
             "beta_schedule": "linear",
             "linear_start": self.linear_start,
@@ -199,6 +255,7 @@ class TinyModelConfig:
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         d["channel_mult"] = list(self.channel_mult)
+        d["flux_axes_dim"] = list(self.flux_axes_dim)
         d["format"] = FORMAT_NAME
         d["format_version"] = FORMAT_VERSION
         return json.dumps(d, sort_keys=True)
@@ -216,8 +273,11 @@ class TinyModelConfig:
         if unknown:
             log.debug("tiny model config: ignoring unknown fields %s", unknown)
         d = {k: v for k, v in d.items() if k in known}
-        if "channel_mult" in d:
-            d["channel_mult"] = tuple(d["channel_mult"])
+        for name in ("channel_mult", "flux_axes_dim"):
+            if name in d:
+                d[name] = tuple(d[name])
+        if d.get("architecture", "unet") not in ARCHITECTURES:
+            raise ValueError(f"tiny model architecture {d['architecture']!r} is not one of {ARCHITECTURES}")
         return cls(**d)
 
 
@@ -260,7 +320,7 @@ class TinySDModelConfig(comfy.supported_models_base.BASE):
     def __init__(self, tiny: TinyModelConfig):
         self.tiny = tiny
         self.sampling_settings = tiny.sampling_settings()
-        super().__init__(tiny.unet_config())
+        super().__init__(tiny.diffusion_config())
         self.latent_format = TinyLatentFormat(tiny.latent_scale_factor, tiny.latent_rgb_factors,
                                               tiny.latent_rgb_factors_bias)
 
@@ -270,7 +330,8 @@ class TinySDModelConfig(comfy.supported_models_base.BASE):
     def clip_target(self, state_dict={}):
         target = comfy.supported_models_base.ClipTarget(TinyTokenizer, TinyClipModel)
         target.params = {"textmodel_json_config": self.tiny.text_config(),
-                         "content_free_end": self.tiny.content_free_end}
+                         "content_free_end": self.tiny.content_free_end,
+                         "content_free_pooled": self.tiny.architecture == "flux"}
         return target
 
     def process_clip_state_dict(self, state_dict):
@@ -278,6 +339,23 @@ class TinySDModelConfig(comfy.supported_models_base.BASE):
 
     def process_clip_state_dict_for_saving(self, state_dict):
         return comfy.utils.state_dict_prefix_replace(state_dict, {"clip_l.": TEXT_PREFIX})
+
+
+class TinyFluxModelConfig(TinySDModelConfig):
+    """The Flux-shaped tiny model: the host's ``comfy.model_base.Flux`` (so ModelType.FLUX,
+    ModelSamplingFlux with the file's shift, Flux's conditioning) around the host's Flux
+    class. The host's guidance and patch code sees a Flux.1 model."""
+
+    def model_type(self, state_dict, prefix=""):
+        return comfy.model_base.ModelType.FLUX
+
+    def get_model(self, state_dict, prefix="", device=None):
+        return comfy.model_base.Flux(self, device=device)
+
+
+def model_config_for(tiny: TinyModelConfig) -> TinySDModelConfig:
+    """The host model config of a tiny model file's architecture."""
+    return TinyFluxModelConfig(tiny) if tiny.architecture == "flux" else TinySDModelConfig(tiny)
 
 
 class TinySDTokenizer(comfy.sd1_clip.SDTokenizer):
@@ -318,13 +396,23 @@ class TinyTextEncoder(comfy.sd1_clip.SDClipModel):
 
 
 class TinyClipModel(comfy.sd1_clip.SD1ClipModel):
-    """SD1's wrapper (attribute ``clip_l``), so state-dict and LoRA keys are SD1's."""
+    """SD1's wrapper (attribute ``clip_l``), so state-dict and LoRA keys are SD1's.
+
+    ``content_free_pooled`` (the Flux-shaped model): the pooled vector is zero, so the
+    Flux model's vector input carries no caption (see TinyModelConfig.flux_config)."""
 
     def __init__(self, device="cpu", dtype=None, model_options={}, textmodel_json_config=None,
-                 content_free_end=False):
+                 content_free_end=False, content_free_pooled=False):
         super().__init__(device=device, dtype=dtype, model_options=model_options, clip_name="l",
                          clip_model=TinyTextEncoder, textmodel_json_config=textmodel_json_config,
                          content_free_end=content_free_end)
+        self.content_free_pooled = content_free_pooled
+
+    def encode_token_weights(self, token_weight_pairs):
+        out = super().encode_token_weights(token_weight_pairs)
+        if not self.content_free_pooled:
+            return out
+        return (out[0], torch.zeros_like(out[1])) + tuple(out[2:])
 
 
 # ---------------------------------------------------------------------------
@@ -332,16 +420,19 @@ class TinyClipModel(comfy.sd1_clip.SD1ClipModel):
 # ---------------------------------------------------------------------------
 
 
-def build_unet(cfg: TinyModelConfig, device=None, dtype=torch.float32, operations=None) -> UNetModel:
-    """A bare UNetModel (weights uninitialised: ComfyUI's ops skip initialisation)."""
+def build_unet(cfg: TinyModelConfig, device=None, dtype=torch.float32, operations=None) -> torch.nn.Module:
+    """The bare diffusion model of the file's architecture: UNetModel, or the host's Flux
+    (weights uninitialised: ComfyUI's ops skip initialisation)."""
     ops = operations if operations is not None else comfy.ops.disable_weight_init
+    if cfg.architecture == "flux":
+        return Flux(**cfg.flux_config(dtype), device=device, operations=ops)
     return UNetModel(**cfg.unet_config(dtype), device=device, operations=ops)
 
 
 def build_text_model(cfg: TinyModelConfig, device="cpu", dtype=torch.float32) -> TinyClipModel:
     """The same ``TinyClipModel`` the CLIP object wraps (frozen, as the host builds it)."""
     return TinyClipModel(device=device, dtype=dtype, textmodel_json_config=cfg.text_config(),
-                         content_free_end=cfg.content_free_end)
+                         content_free_end=cfg.content_free_end, content_free_pooled=cfg.architecture == "flux")
 
 
 def build_tokenizer(cfg: TinyModelConfig) -> TinyTokenizer:
@@ -415,7 +506,7 @@ def load_tiny_model(path: Optional[str] = None, dtype: Optional[torch.dtype] = N
     if not metadata or METADATA_KEY not in metadata:
         raise ValueError(f"{path} is not an ai_t2i tiny model (no {METADATA_KEY!r} metadata)")
     tiny = TinyModelConfig.from_json(metadata[METADATA_KEY])
-    model_config = TinySDModelConfig(tiny)
+    model_config = model_config_for(tiny)
 
     # --- MODEL
     unet_sd = _split(sd, UNET_PREFIX)
