@@ -55,3 +55,86 @@ def test_ranking_counts_targets_then_single_correctness(tmp_path):
     table = targets.report([b, a])
     assert table.index("/a)") < table.index("/b)")  # best first, whatever the order given
     assert "**0.95 / 0.95 / 0.95**" in table
+
+
+def _flux_grounding(joint, joint_single):
+    """grounding.json of a Flux-shaped model: (pointing, ratio, cosine) per layer set at the
+    flow levels, with the joint flag and the levels' sigmas as grounding.py writes them."""
+    out = {}
+    for ls, (pointing, ratio, cosine) in (("joint", joint), ("joint+single", joint_single)):
+        rows = {f"renders {lv.label}": {"n": 48, "pointing": pointing, "ratio": ratio, "cosine": cosine}
+                for lv in targets.FLUX_TARGETS.levels}
+        levels = {lv.label: {"sigma": 0.9 - 0.1 * i, "column": lv.label} for i, lv in enumerate(targets.FLUX_TARGETS.levels)}
+        out[ls] = {"layers": ls, "joint": True, "levels": levels, "rows": rows}
+    return out
+
+
+def _flux_folder(folder, loss_layers="joint", settings=True, single_ok=9, two_failed=(1, 1)):
+    """A measured Flux folder: single_ok of 10 one-subject images correct; of 4 two-subject
+    images two_failed[0] with a subject missing and two_failed[1] with an extra object."""
+    one, two = [["circle", "red"]], [["circle", None], ["square", None]]
+    single = [_row(one)] * single_ok + [_row(one, correct=False)] * (10 - single_ok)
+    missing, extra = two_failed
+    pairs = ([_row(two, correct=False, missing=["square"])] * missing
+             + [_row(two, correct=False, no_extra=False)] * extra + [_row(two)] * (4 - missing - extra))
+    _write(folder, single, pairs, _flux_grounding((0.95, 4.0, 0.3), (0.5, 1.2, 0.9)))
+    if settings:
+        (folder / targets.SETTINGS_FILE).write_text(json.dumps({"architecture": "flux", "loss_layers": loss_layers}))
+    return folder
+
+
+def test_flux_targets_are_the_issues_and_read_the_loss_set_only(tmp_path):
+    v = targets.results(_flux_folder(tmp_path))
+    assert v["architecture"] == "flux" and v["single_correct"] == 0.9
+    assert v["missing_or_merged"] == 0.25 and v["extra_object"] == 0.25
+    rows = {name: (got, met) for name, got, met in targets.checks(v)}
+    assert rows["joint: pointing >= 0.9 (steps 3 / 6 / 9 of 20)"] == ("0.95 / 0.95 / 0.95", True)
+    assert rows["joint: own/other >= 3 (steps 3 / 6 / 9 of 20)"][1] is True
+    assert rows["joint: cosine <= 0.5 (steps 3 / 6 / 9 of 20)"][1] is True
+    shown = [name for name, (_, met) in rows.items() if met is None]
+    assert shown and all(name.startswith("joint+single:") for name in shown)  # measured, not counted
+    assert rows["vanilla one subject correct >= 0.9"][1] is True
+    assert rows["two subjects: missing or merged >= 0.25"][1] is True
+    assert rows["two subjects: extra object <= 0.25"][1] is True
+    assert not any("colour leakage" in name for name in rows)
+    assert targets.rank_key(v) == (6, 0.9)
+    # The UNet's thresholds on the same vanilla rates: one-subject, extra-object and neglect all fail.
+    unet = {name: met for name, _, met in targets.checks({**v, **{f"{ls} {k} t={t}": 1.0 for ls in
+                                                                   targets.GROUNDING_LAYERS for k in
+                                                                   ("pointing", "ratio", "cosine")
+                                                                   for t in targets.TIMESTEPS}}, targets.TARGETS)}
+    assert not unet["vanilla one subject correct >= 0.95"] and not unet["two subjects: extra object <= 0.15"]
+    assert not unet["two subjects: missing or merged >= 0.3"]
+
+
+def test_flux_loss_set_given_counts_that_set(tmp_path):
+    v = targets.results(_flux_folder(tmp_path, loss_layers="joint+single"))
+    met = {name: ok for name, _, ok in targets.checks(v)}
+    assert met["joint+single: pointing >= 0.9 (steps 3 / 6 / 9 of 20)"] is False
+    assert met["joint: pointing >= 0.9 (steps 3 / 6 / 9 of 20), shown, not a target"] is None
+    assert targets.rank_key(v)[0] == 3
+
+
+def test_flux_threshold_edges(tmp_path):
+    a = targets.results(_flux_folder(tmp_path / "a", single_ok=8, two_failed=(0, 2)))
+    met = {name: ok for name, _, ok in targets.checks(a)}
+    assert met["vanilla one subject correct >= 0.9"] is False  # 0.8
+    assert met["two subjects: missing or merged >= 0.25"] is False  # 0.0
+    assert met["two subjects: extra object <= 0.25"] is False  # 0.5
+
+
+def test_report_ranks_each_architecture_in_its_own_table(tmp_path):
+    one, two = [["circle", "red"]], [["circle", None], ["square", None]]
+    unet = tmp_path / "unet"
+    _write(unet, [_row(one)], [_row(two)], _grounding(0.95, 4.0, 0.3))
+    good = _flux_folder(tmp_path / "good")
+    poor = _flux_folder(tmp_path / "poor", single_ok=5)
+    legacy = _flux_folder(tmp_path / "legacy", settings=False)  # no settings file: known by its joint maps
+    assert targets.results(legacy)["architecture"] == "flux"
+    text = targets.report([poor, unet, good])
+    unet_part, flux_part = text.split("Architecture `unet`")
+    assert "down: pointing" in unet_part and "joint:" not in unet_part
+    assert "joint: pointing" in flux_part and "down:" not in flux_part
+    assert flux_part.index("/good)") < flux_part.index("/poor)")
+    assert "| targets met | 6 of 6 | 5 of 6 |" in flux_part
+    assert "0.900 / 0.800 / 0.700" in flux_part  # the sigmas grounding.py wrote
