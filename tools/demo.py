@@ -7,7 +7,13 @@ neglects a subject and AI-T2I draws every subject (when the batch has one), and 
 benchmark's rates beside it, so one picture is not mistaken for the average. Without the
 embedded model it runs a full-size SD1.5 architecture with random weights (plumbing only).
 
+--model runs it on another tiny model file instead of the embedded one, such as the
+Flux-shaped model (joint-attention blocks, flow matching; its maps are read from the double
+blocks the loss reads). The benchmark's rates printed beside the batch are that model's own
+(rows of results/shapesbench/results.jsonl with its file name), or none.
+
     .venv/bin/python tools/demo.py [--prompt ...] [--subjects ...] [--seed N]
+    .venv/bin/python tools/demo.py --model models/ai_t2i_tiny_flux.safetensors
 """
 from __future__ import annotations
 
@@ -41,7 +47,13 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="images per method (the embedded model only)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "out" / "demo"))
+    ap.add_argument("--model", default=None,
+                    help=f"a tiny model file (default: the embedded models/{TINY.name}), e.g. the Flux-shaped "
+                         "models/ai_t2i_tiny_flux.safetensors")
     args = ap.parse_args()
+    model = pathlib.Path(args.model).resolve() if args.model else TINY
+    if args.model and not model.is_file():
+        raise SystemExit(f"no tiny model file at {model}")
 
     out = pathlib.Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -49,9 +61,13 @@ def main():
     from tools.comfy_runner import Host
     from tools.graphs import comparison_graph
 
-    if TINY.exists():
+    tiny = model.exists()
+    if tiny:
+        from benchmarks.shapesbench.run import load_from_folder_of
+        from benchmarks.shapesbench.targets import model_architecture
         host = Host(output_dir=str(out))
-        source, size = {"tiny": TINY.name}, 128
+        load_from_folder_of(model)
+        source, size = {"tiny": model.name}, 128
         default = demo_prompt()
         prompt = args.prompt or default["prompt"]
         subjects = args.subjects or default["subjects"]
@@ -59,7 +75,9 @@ def main():
         attributes = args.attributes or ("" if args.prompt else default["attributes"])
         steps = args.steps or 20
         batch = args.batch
-        print(f"model: embedded tiny shapes model ({TINY.name})")
+        kind = {"unet": "SD1-shaped UNet", "flux": "Flux-shaped DiT: joint-attention blocks, flow matching"}
+        which = "embedded tiny shapes model" if model == TINY else "tiny shapes model"
+        print(f"model: {which} ({model.name}; {kind[model_architecture(model)]})")
     else:
         from tools import random_models
         cache = ROOT / ".cache" / "test_models" / "checkpoints"
@@ -78,23 +96,25 @@ def main():
         print("model: SD1.5 architecture with RANDOM weights (the embedded model is not in models/): "
               "images are noise, the run shows the plumbing only")
 
-    cfg = 5.0 if TINY.exists() else 7.5  # the embedded model is trained and benchmarked at cfg 5
+    cfg = 5.0 if tiny else 7.5  # the tiny models are benchmarked at cfg 5
     outputs = host.run(comparison_graph(source, prompt, subjects, attributes, seed=args.seed, steps=steps,
                                         cfg=cfg, size=size, prefix="compare", batch=batch))
     log = outputs["6"]["text"][0]
     (out / "loss_log.txt").write_text(log + "\n")
     print(f"prompt: {prompt!r} subjects: {subjects!r} attributes: {attributes!r} seed: {args.seed} batch: {batch} steps: {steps} cfg: {cfg}")
     print(log)
-    if TINY.exists():
-        report_scores(out, prompt, subjects, batch)
+    if tiny:
+        report_scores(out, prompt, subjects, batch, model.name)
     for f in sorted(out.glob("*.png")):
         print("wrote", f.relative_to(ROOT) if f.is_relative_to(ROOT) else f)
     print("wrote", (out / "loss_log.txt").relative_to(ROOT) if out.is_relative_to(ROOT) else out / "loss_log.txt")
 
 
-def report_scores(out: pathlib.Path, prompt: str, subjects: str, batch: int) -> None:
+def report_scores(out: pathlib.Path, prompt: str, subjects: str, batch: int,
+                  model_name: str = TINY.name) -> None:
     """Score the batch (vanilla's images first, then AI-T2I's), name a seed where vanilla
-    neglects a subject and AI-T2I draws every one, and print the benchmark's rates."""
+    neglects a subject and AI-T2I draws every one, and print the benchmark's rates of the
+    model named model_name (the file name its ShapesBench rows carry), if there are any."""
     import json
 
     import numpy as np
@@ -131,7 +151,10 @@ def report_scores(out: pathlib.Path, prompt: str, subjects: str, batch: int) -> 
             path = ROOT / sel
             if not path.exists():
                 continue
-            rows = [json.loads(line) for line in path.open()]
+            rows = [r for r in map(json.loads, path.open()) if r.get("model") == model_name]
+            if not rows:
+                print(f"ShapesBench: no rows of {model_name} in {sel}")
+                continue
             rates = {m: summarize([r for r in rows if r["method"] == m]) for m in ("vanilla", "ai_t2i")}
             n = sum(r["method"] == "vanilla" for r in rows)
             guided = [r for r in rows if r["method"] == "ai_t2i"]

@@ -154,6 +154,18 @@ def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int,
 # ---------------------------------------------------------------------------
 
 
+def load_from_folder_of(model: pathlib.Path) -> None:
+    """Point the in-process tiny model loader node at the model file's folder (after Host()
+    started the host), so a graph names the file by its name. The loader lists and loads
+    from a module-level folder; see the module docstring."""
+    import nodes  # the host's, loaded by Host
+
+    loader = nodes.NODE_CLASS_MAPPINGS["AIT2ITinyModelLoader"]
+    module = sys.modules[loader.__module__]
+    if pathlib.Path(module.MODELS_DIR).resolve() != model.parent.resolve():
+        module.MODELS_DIR = str(model.parent.resolve())
+
+
 class LocalExecutor:
     """ComfyUI's executor in this process; images are read back from its output folder."""
 
@@ -163,13 +175,7 @@ class LocalExecutor:
         # SaveImage writes here; each image is moved to the run's images/ under a fixed name.
         self.output_dir = pathlib.Path(tempfile.mkdtemp(prefix="shapesbench_"))
         self.host = Host(output_dir=str(self.output_dir))
-        import nodes  # the host's, loaded by Host
-
-        loader = nodes.NODE_CLASS_MAPPINGS["AIT2ITinyModelLoader"]
-        module = sys.modules[loader.__module__]
-        if pathlib.Path(module.MODELS_DIR).resolve() != model.parent.resolve():
-            # The loader lists and loads from this module-level folder; see the module docstring.
-            module.MODELS_DIR = str(model.parent.resolve())
+        load_from_folder_of(model)
 
     def run(self, graph: dict) -> list[bytes]:
         outputs = self.host.run(graph)
