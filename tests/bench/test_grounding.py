@@ -82,3 +82,38 @@ def test_colour_pointing_finds_each_colour_on_its_own_object():
     blank = np.full_like(img, 0.9)
     blank[:8, :8] = np.array(colours[0]) / 255.0  # a patch of the first colour on neither object
     assert colour_pointing(blank, colours[:1] + colours[:1], masks, (16, 16)) == [False, False]
+
+
+def _report(joint: bool):
+    """A one-layer-set report as grounding.run returns it: one level, a measured row and an empty one."""
+    from benchmarks.shapesbench.grounding import FLOW_LEVELS, UNET_LEVELS
+    level = (FLOW_LEVELS if joint else UNET_LEVELS)[0]
+    good = measure(_avg(True), GROUPS, TEXT, _masks(), joint=joint)
+    good["x0_pointing"] = [True, False]
+    return {"set": {"layers": "some layers", "joint": joint,
+                    "levels": {level.label: {"sigma": 0.898, "column": level.column(0.898)}},
+                    "rows": {("renders", level.label): _aggregate([good]), ("own images", level.label): _aggregate([])}}}
+
+
+def test_table_columns_follow_the_family():
+    from benchmarks.shapesbench.grounding import table
+
+    for joint, noise, level in ((False, "t", "500"), (True, "step (σ)", "3 of 20 (σ 0.898)")):
+        lines = table(_report(joint), "m.safetensors").splitlines()
+        header = next(l for l in lines if l.startswith("| layers"))
+        assert header.split(" | ")[2] == noise and ("| image |" in header) == joint
+        rows = [l for l in lines if l.startswith("| set:")]
+        assert [r.split(" | ")[2] for r in rows] == [level, level]
+        # every row, measured or empty, has the header's cells
+        assert {r.count("|") for r in rows} == {header.count("|")}
+        assert rows[0].split(" | ")[-1] == "0.50 |"  # x0 finds: one of the two subjects
+
+
+def test_joint_shares_give_the_image_keys_the_rest():
+    a = _avg(True) * 0.25  # a joint attention putting a quarter of each pixel's weight on the text keys
+    m = measure(a, GROUPS, TEXT, _masks(), joint=True)
+    assert m["share"]["image"] == pytest.approx(0.75) and sum(m["share"].values()) == pytest.approx(1.0)
+    assert "image" not in measure(_avg(True), GROUPS, TEXT, _masks())["share"]
+    # a common scale leaves what the maps say about place unchanged
+    full = measure(_avg(True), GROUPS, TEXT, _masks())
+    assert m["pointing"] == full["pointing"] and m["ratio"] == pytest.approx(full["ratio"])
