@@ -39,9 +39,9 @@ softmax over all keys, as the guidance pass reads them):
 
 On renders also ``x0 finds``: how often the model's own denoised estimate at that noise
 level (the conditional prediction of the clean image, the host's calculate_denoised of the
-model's output, decoded) has the pixels nearest a subject's
-caption colour on that subject's object. It reads no attention: it says how much of the
-layout the noisy latent still holds for this model, a yardstick for the maps' pointing.
+model's output, decoded) has the pixels nearest a subject's caption colour on that
+subject's object. It reads no attention: it says how much of the layout the noisy latent
+still holds for this model, a yardstick for the maps' pointing.
 
     .venv/bin/python benchmarks/shapesbench/grounding.py --scenes 48 --layers down,down+up
     .venv/bin/python benchmarks/shapesbench/grounding.py --methods vanilla,ai_t2i --layers auto
