@@ -23,12 +23,14 @@ class AIT2ITinyModelLoader(io.ComfyNode):
             node_id="AIT2ITinyModelLoader",
             display_name="AI-T2I Tiny Model Loader",
             category="loaders/AI-T2I",
-            description=("Loads the tiny text-to-image model that ships with the pack (trained on synthetic coloured "
+            description=("Loads a tiny text-to-image model that ships with the pack (trained on synthetic coloured "
                          "shapes, 128x128 images). It runs anywhere in seconds, so AI-T2I can be tried and measured "
                          "without a large checkpoint. Prompts like 'a red circle and a blue square'."),
             inputs=[io.Combo.Input("model_name", options=_choices(),
-                                   tooltip="A tiny model file from the pack's models/ folder.")],
-            outputs=[io.Model.Output(tooltip="The tiny UNet."),
+                                   tooltip="A tiny model file from the pack's models/ folder: ai_t2i_tiny_shapes is "
+                                           "shaped like Stable Diffusion 1.5 (a UNet); a file whose name has 'flux' "
+                                           "is shaped like Flux.1 (joint-attention blocks, flow matching).")],
+            outputs=[io.Model.Output(tooltip="The tiny diffusion model (UNet or Flux-shaped, as the file says)."),
                      io.Clip.Output(tooltip="Its text encoder (CLIP tokenizer)."),
                      io.Vae.Output(tooltip="Its autoencoder (TAESD-shaped).")],
         )
