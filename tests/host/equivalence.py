@@ -131,9 +131,12 @@ def run_one(pack, models, name: str) -> dict[str, object]:
 
 
 def environment() -> dict[str, str]:
-    """What bit-for-bit equality depends on besides the code: the torch build and the CPU's kernels."""
+    """What bit-for-bit equality depends on besides the pack's code: the torch build, the CPU's
+    kernels and the host's version (its model code: Flux's layers were rewritten between 0.3.64
+    and 0.3.75, which rounds the same sums differently)."""
+    import comfyui_version
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "machine": platform.machine()}
+            "machine": platform.machine(), "comfyui": comfyui_version.__version__}
 
 
 THREADS = 2  # CPU reductions may split differently with another thread count

@@ -5,7 +5,8 @@ run record, bit for bit, on the machine kind the fixture was recorded on.
 
 Bit-for-bit equality of float results holds for one torch build and one CPU kernel set;
 elsewhere (another torch, AVX-512 against AVX2) the reductions may round differently, and
-the comparison falls back to a tight tolerance, saying so.
+the comparison falls back to a tight tolerance, saying so. On another ComfyUI version the host's
+own model code may order its sums differently (0.3.64's Flux blocks): a looser one, also said.
 
 The joint-attention map changed on purpose after the fixture was recorded (part 11: the kept
 image-to-text block from a fused kernel's log-sum-exp instead of every score in float32). The
@@ -16,7 +17,10 @@ import torch
 
 from equivalence import FIXTURE, RUNS, environment, run_all
 
-TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # only where the fixture's environment is not this one
+TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # only where the fixture's torch or CPU is not this one
+# Another host version runs its own model code: 0.3.64's Flux blocks are written differently from
+# 0.3.75's (the same sums in another order), which four sampling steps amplify to ~5e-5.
+HOST_TOLERANCE = dict(rtol=1e-3, atol=1e-3)
 # The fused map's values agree with the explicit one's to float32 rounding (1e-6 relative);
 # four sampling steps of a random-weight DiT amplify that, the gradient step most.
 MAP_TOLERANCE = dict(rtol=1e-3, atol=1e-3)
@@ -76,13 +80,15 @@ def test_fixture_covers_every_run(recorded):
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_run_unchanged(recorded, results, name):
-    exact = recorded["environment"] == environment()
+    here, there = environment(), recorded["environment"]
+    exact = here == there
+    tolerance = TOLERANCE if here["comfyui"] == there["comfyui"] else HOST_TOLERANCE
     if not exact:
-        print(f"fixture recorded on {recorded['environment']}, running on {environment()}: compared within {TOLERANCE}")
+        print(f"fixture recorded on {there}, running on {here}: compared within {tolerance}")
     want, got = recorded["runs"][name], results[name]
     assert want.keys() == got.keys(), f"{name}: the run record has other steps or entries"
     for key in want:
-        _same(want[key], got[key], exact, f"{name}:{key}")
+        _same(want[key], got[key], exact, f"{name}:{key}", tolerance)
 
 
 @pytest.mark.parametrize("name", DIT_RUNS)
