@@ -73,11 +73,11 @@ DIT_METHODS=$METHODS,ai_t2i_explicit_map  # on one DiT: the fused map's price in
 if [ "$DRY" = 1 ]; then
   # The tests are collected only (imports, fixtures' names): running them is the CPU suite's job.
   step host_tests 120 "$PY" -m pytest -q --collect-only -p no:cacheprovider "${TESTS[@]}"
-  SMALL=(--steps 2 --unet-width 64)
-  step cost_sd15 120 "$PY" "${COST[@]}" --methods "$METHODS" --models sd15:128 "${SMALL[@]}"
-  step cost_sdxl 120 "$PY" "${COST[@]}" --methods "$METHODS" --models sdxl:128 "${SMALL[@]}"
-  step cost_flux 120 "$PY" "${COST[@]}" --methods "$DIT_METHODS" --models flux:64 --dit-width reduced "${SMALL[@]}"
-  step cost_sd35 120 "$PY" "${COST[@]}" --methods "$METHODS" --models sd35:64 --dit-width reduced "${SMALL[@]}"
+  SMALL=(--steps 2 --unet-width 64)  # limits twice a quiet CPU's time: a busy one (tests beside it) is slower
+  step cost_sd15 240 "$PY" "${COST[@]}" --methods "$METHODS" --models sd15:128 "${SMALL[@]}"
+  step cost_sdxl 240 "$PY" "${COST[@]}" --methods "$METHODS" --models sdxl:128 "${SMALL[@]}"
+  step cost_flux 240 "$PY" "${COST[@]}" --methods "$DIT_METHODS" --models flux:64 --dit-width reduced "${SMALL[@]}"
+  step cost_sd35 240 "$PY" "${COST[@]}" --methods "$METHODS" --models sd35:64 --dit-width reduced "${SMALL[@]}"
   step joint_maps 60 "$PY" benchmarks/joint_maps.py --device cpu --runs 1 --image 256 --text 16
 else
   step host_tests 60 "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
