@@ -310,6 +310,62 @@ def log(msg: str):
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
 
+# The phases of a UNet-stage step that --profile times: data = rendering and the hand-off
+# from the render workers, encode = the autoencoder, tokenize = captions and word columns
+# into the replay buffer, batch = the draw from the buffer and the noising.
+PROFILE_PHASES = ["data", "encode", "tokenize", "batch", "forward", "grounding", "backward", "optimizer", "ema",
+                  "logging"]
+
+
+class PhaseTimer:
+    """Wall-clock seconds of each phase of a training step, for ``--profile``.
+
+    ``lap(name)`` charges the time since the previous lap to ``name``. On CUDA it
+    synchronises first, so a phase is charged for its own kernels rather than for the
+    ones queued before it; disabled (no profiling) it does nothing, so a normal run
+    keeps its asynchronous launches."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled = enabled
+        self.sync = enabled and device.type == "cuda"
+        self.rows: list = []  # per step: {phase: seconds}
+        self.current: dict = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str):
+        if not self.enabled:
+            return
+        if self.sync:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.current[name] = self.current.get(name, 0.0) + now - self.t
+        self.t = now
+
+    def end_step(self, label):
+        if self.enabled:
+            self.rows.append((label, self.current))
+            self.current = {}
+
+    def table(self, phases: list) -> str:
+        """Markdown table: one row per step, each phase's seconds and share of the step,
+        then the mean over the steps after the first (which includes warm-up)."""
+        head = "| step | " + " | ".join(phases) + " | total s |"
+        lines = [head, "|" + "---|" * (len(phases) + 2)]
+
+        def row(label, sec):
+            total = sum(sec.get(p, 0.0) for p in phases)
+            cells = [f"{sec.get(p, 0.0):.4f} ({100 * sec.get(p, 0.0) / max(total, 1e-12):.0f}%)" for p in phases]
+            return f"| {label} | " + " | ".join(cells) + f" | {total:.4f} |"
+
+        for label, sec in self.rows:
+            lines.append(row(label, sec))
+        steady = [sec for label, sec in self.rows if label != "fill"][1:]
+        if steady:
+            mean = {p: sum(s.get(p, 0.0) for s in steady) / len(steady) for p in phases}
+            lines.append(row(f"mean of {len(steady)}", mean))
+        return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Stage: autoencoder
 # ---------------------------------------------------------------------------
@@ -732,6 +788,7 @@ def train_unet(args, tm, cfg, device):
     def produce(count):
         nonlocal produced
         images, caps, masks, words = source.get(produced, count)
+        timer.lap("data")
         lat = []
         for i in range(0, count, 64):
             x = to_tensor(images[i:i + 64], device)
@@ -741,6 +798,7 @@ def train_unet(args, tm, cfg, device):
                 z = taesd.encode(x * 2 - 1)
             lat.append(z.float() * scale)
         lat = torch.cat(lat)
+        timer.lap("encode")
         toks = tokenize(tokenizer, caps)
         for j in range(count):
             slot = (produced + j) % cap
@@ -754,6 +812,7 @@ def train_unet(args, tm, cfg, device):
             obj_words = [w[:1] for w in words[j]] if args.ground_words == "shape" else words[j]
             buf_cols[slot] = word_columns(tokenizer, toks[j], obj_words)
         produced += count
+        timer.lap("tokenize")
 
     source = ExampleSource(args.seed, args.workers, args.fresh, args.mix)
     unet.train()
@@ -764,11 +823,14 @@ def train_unet(args, tm, cfg, device):
         options = flux_training_options(unet, cfg, store, args.grounding_weight > 0)
     else:
         options = grounding_patches(unet, store, cfg.latent_size ** 2) if args.grounding_weight > 0 else {}
+    timer = PhaseTimer(args.profile > 0, device)
     t_start, t_ckpt, run_loss, run_n, run_ground, run_terms = time.time(), time.time(), 0.0, 0, 0.0, {}
+    first_step = step
     try:
         if produced < args.batch:
             produce(max(args.batch, args.fresh) - produced)
-        while elapsed < budget:
+            timer.end_step("fill")
+        while elapsed < budget and (args.profile <= 0 or step < first_step + args.profile):
             produce(args.fresh)
             g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
             n = min(produced, cap)
@@ -788,6 +850,7 @@ def train_unet(args, tm, cfg, device):
             else:
                 x_in, timestep, target = (x0 + sigma * noise) / (sigma ** 2 + 1).sqrt(), t.float(), noise  # EPS.calculate_input
                 extra = {}
+            timer.lap("batch")
             for group in opt.param_groups:
                 group["lr"] = lr_at(args.unet_lr, step, args.warmup, elapsed / budget)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
@@ -814,6 +877,7 @@ def train_unet(args, tm, cfg, device):
                 snr = 1.0 / sigma.view(-1) ** 2
                 per = per * torch.clamp(snr, max=args.min_snr) / snr
             loss = per.mean()
+            timer.lap("forward")
             if args.grounding_weight > 0:
                 # Flux: each block's probabilities over all keys, renormalised over the text keys,
                 # so the share floor means the same as on the UNet's cross-attention.
@@ -826,11 +890,15 @@ def train_unet(args, tm, cfg, device):
                 run_ground += ground.item()
                 for k, v in terms.items():
                     run_terms[k] = run_terms.get(k, 0.0) + v.item()
+            timer.lap("grounding")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            timer.lap("backward")
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             opt.step()
+            timer.lap("optimizer")
             ema.update([unet, text], step)
+            timer.lap("ema")
             step += 1
             run_loss += loss.item()
             run_n += 1
@@ -843,11 +911,18 @@ def train_unet(args, tm, cfg, device):
                 log(f"unet step {step} loss {run_loss / run_n:.4f} grounding {run_ground / run_n:.4f} ({parts}) "
                     f"examples {produced} lr {opt.param_groups[0]['lr']:.2e} {elapsed / 60:.1f}/{budget / 60:.0f} min")
                 run_loss, run_n, run_ground, run_terms = 0.0, 0, 0.0, {}
-            if now - t_ckpt > 60 * args.ckpt_minutes:
+            if now - t_ckpt > 60 * args.ckpt_minutes and args.profile <= 0:
                 save()
                 t_ckpt = now
+            timer.lap("logging")
+            timer.end_step(step)
     finally:
         source.close()
+    if args.profile > 0:  # a measurement, not training: the work folder is left as it was
+        log(f"unet: profile of {step - first_step} steps (batch {args.batch}, fresh {args.fresh}, "
+            f"workers {args.workers}, device {device.type}), seconds (share of the step) per phase:\n"
+            + timer.table(PROFILE_PHASES))
+        return
     save()
     log(f"unet: stopped at step {step}, {produced} examples, {elapsed / 60:.1f} min")
 
@@ -951,6 +1026,8 @@ def main(argv=None):
     ap.add_argument("--vae-minutes", type=float, default=None)
     ap.add_argument("--unet-minutes", type=float, default=None)
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--profile", type=int, default=0,
+                    help="UNet stage: run this many steps, print each phase's seconds per step, save nothing")
     ap.add_argument("--work", default=os.path.join(REPO, ".train_work"))
     ap.add_argument("--export", default=None, help="write the final fp16 safetensors here")
     ap.add_argument("--export-weights", choices=["ema", "raw"], default="ema")
