@@ -56,9 +56,10 @@ Examples::
         --vae-minutes 18 --unet-minutes 55 --work .train_work \\
         --export models/ai_t2i_tiny_shapes.safetensors --preview /tmp/tiny_preview.png
     # more UNet training later: the same command with a larger --unet-minutes resumes
-    # on a GPU machine (rendering runs in worker processes):
+    # on a GPU machine (rendering runs in worker processes; tools/gpu_train.sh is the
+    # prepared fine-tune; --profile 20 shows where a step's time goes):
     python tools/train_tiny_model.py --stage all --device cuda --amp --threads 4 \\
-        --workers 14 --vae-crop 0 --vae-batch 64 --batch 256 --fresh 64 --buffer 60000 ...
+        --workers 14 --no-render-wait --vae-crop 0 --vae-batch 64 --batch 256 --fresh 64 --buffer 60000 ...
     python tools/train_tiny_model.py --stage export --work .train_work \\
         --export models/ai_t2i_tiny_shapes.safetensors
 """
@@ -157,6 +158,15 @@ def render_example(seed_index):
     return image, caption, cover, words
 
 
+def render_chunk(task):
+    """Examples ``start .. start+count-1`` of one data stream, ``task`` = (seed, start, count, mix):
+    (uint8 images (count,128,128,3), captions, masks, words). A render worker hands one chunk
+    back as one array, so the pickling cost is per chunk, not per example."""
+    seed, start, count, mix = task
+    items = [render_example((seed, i, *mix)) for i in range(start, start + count)]
+    return np.stack([it[0] for it in items]), [it[1] for it in items], [it[2] for it in items], [it[3] for it in items]
+
+
 def _worker_init(repo):
     if repo not in sys.path:
         sys.path.append(repo)
@@ -164,7 +174,11 @@ def _worker_init(repo):
 
 
 class ExampleSource:
-    """Examples by index, rendered in-process or by a worker pool that runs ahead."""
+    """Examples by index, rendered in-process or by a worker pool that runs ahead.
+
+    With workers, each request of ``chunk`` examples is split into tasks of about
+    ``chunk / workers`` examples (at least 8), and enough requests are kept in flight
+    that every worker has two tasks queued, so rendering never idles while training runs."""
 
     def __init__(self, seed: int, workers: int, chunk: int, mix: tuple = ()):
         self.seed = seed
@@ -173,37 +187,63 @@ class ExampleSource:
         self.pending = collections.deque()
         self.next_submit = None
         self.chunk = chunk
+        self.piece = max(8, -(-chunk // max(workers, 1)))
+        self.ahead = max(4, -(-2 * workers * self.piece // max(chunk, 1)))
         if workers > 0:
             import multiprocessing as mp
 
             self.pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(REPO,))
 
+    def _submit(self, count: int):
+        start = self.next_submit
+        tasks = [(self.seed, i, min(self.piece, start + count - i), self.mix) for i in range(start, start + count, self.piece)]
+        self.pending.append((start, count, [self.pool.apply_async(render_chunk, (t,)) for t in tasks]))
+        self.next_submit += count
+
+    def _read_ahead(self, start: int, count: int):
+        """Requests of ``count`` examples from ``start`` on in flight, ``ahead`` of them; a
+        request for anything else (the first one, a jump, another count) restarts them."""
+        head = (self.pending[0][0], self.pending[0][1]) if self.pending else (self.next_submit, count)
+        if head != (start, count):
+            self.pending.clear()
+            self.next_submit = start
+        while len(self.pending) < self.ahead:
+            self._submit(count)
+
+    def ready(self, start: int, count: int) -> bool:
+        """Whether ``get(start, count)`` would return without waiting for the workers."""
+        if self.pool is None:
+            return True
+        self._read_ahead(start, count)
+        return all(r.ready() for r in self.pending[0][2])
+
     def get(self, start: int, count: int):
         """Examples start .. start+count-1 as (uint8 array (n,128,128,3), captions, masks, words)."""
         if self.pool is None:
-            items = [render_example((self.seed, i, *self.mix)) for i in range(start, start + count)]
-        else:
-            if self.next_submit != start:  # first call or a jump: restart the read-ahead
-                self.pending.clear()
-                self.next_submit = start
-            while len(self.pending) < 4:
-                idx = [(self.seed, i, *self.mix) for i in range(self.next_submit, self.next_submit + count)]
-                self.pending.append((self.next_submit, self.pool.map_async(render_example, idx, chunksize=8)))
-                self.next_submit += count
-            first, res = self.pending.popleft()
-            assert first == start, (first, start)
-            items = res.get()
-        images = np.stack([it[0] for it in items])
-        return images, [it[1] for it in items], [it[2] for it in items], [it[3] for it in items]
+            return render_chunk((self.seed, start, count, self.mix))
+        self._read_ahead(start, count)
+        _, _, results = self.pending.popleft()
+        parts = [r.get() for r in results]
+        self._submit(count)  # keep the read-ahead full
+        return (np.concatenate([p[0] for p in parts]), *([x for p in parts for x in p[k]] for k in (1, 2, 3)))
 
     def close(self):
         if self.pool is not None:
             self.pool.terminate()
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory without waiting for the copy
+    (the caching host allocator keeps the pinned block until the copy is done)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def to_tensor(images: np.ndarray, device) -> torch.Tensor:
-    """uint8 (n,H,W,3) -> float (n,3,H,W) in [0,1]."""
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 (n,H,W,3) -> float (n,3,H,W) in [0,1] (copied as uint8, converted on the device)."""
+    return to_device(torch.from_numpy(images), device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 # ---------------------------------------------------------------------------
@@ -513,13 +553,15 @@ class Ema:
     def __init__(self, modules, decay):
         self.decay = decay
         self.shadow = [copy.deepcopy(m).requires_grad_(False) for m in modules]
+        # load_state_dict copies into these same tensors, so the list stays valid on resume
+        self._shadow_params = [p for s in self.shadow for p in s.parameters()]
 
     @torch.no_grad()
     def update(self, modules, step):
+        """shadow <- lerp(shadow, weights, 1 - d) for every parameter, in one multi-tensor op
+        (one kernel launch per group of tensors on a GPU, not one per parameter)."""
         d = min(self.decay, (1 + step) / (10 + step))
-        for s, m in zip(self.shadow, modules):
-            for ps, pm in zip(s.parameters(), m.parameters()):
-                ps.lerp_(pm.detach(), 1 - d)
+        torch._foreach_lerp_(self._shadow_params, [p.detach() for m in modules for p in m.parameters()], 1 - d)
 
 
 def tokenize(tokenizer, captions):
@@ -644,12 +686,38 @@ def flow_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     return math.exp(shift) / (math.exp(shift) + (1.0 / t - 1.0))
 
 
-def grounding_loss(layers: list, masks: list, cols: list, use: torch.Tensor, floor: float = 0.2) -> dict:
+MAX_OBJECTS = 3  # scenes.training_example draws one to three objects
+
+
+def object_rows(masks: list, cols: list, n_tokens: int, k: int = MAX_OBJECTS):
+    """Each example's objects as fixed-size rows for the batched grounding loss.
+
+    masks[b]: (n, N) object coverage (or None: no objects recorded); cols[b]: per object,
+    its words' context columns. Returns mask (B, k, N) float32 and cols (B, k, T) float32,
+    1 at each object's word columns; rows past an example's objects are zero, and an object
+    without columns has a zero cols row (it is not grounded)."""
+    n_pix = next((m.shape[-1] for m in masks if m is not None), 1)
+    mask = torch.zeros(len(masks), k, n_pix)
+    onehot = torch.zeros(len(masks), k, n_tokens)
+    for b, (m, c) in enumerate(zip(masks, cols)):
+        if m is None or len(m) == 0:
+            continue
+        if len(m) > k:
+            raise ValueError(f"example with {len(m)} objects: at most {k} are stored")
+        mask[b, :len(m)] = torch.as_tensor(m, dtype=torch.float32).reshape(len(m), -1)
+        for j, cj in enumerate(c):
+            onehot[b, j, list(cj)] = 1.0
+    return mask, onehot
+
+
+def grounding_loss(layers: list, mask: torch.Tensor, cols: torch.Tensor, use: torch.Tensor, floor: float = 0.2) -> dict:
     """Grounding terms, each averaged over the 16x16 layers (so every layer the guidance may
     read is grounded, not only their mean) and over the objects of the examples in ``use``.
+    Batched over layers, examples and objects: no Python loop over examples, no host read.
 
     layers: per layer (B, N, T) head-averaged probabilities at the latent resolution;
-    masks[b]: (n, N) object coverage; cols[b]: per object, the context columns of its words.
+    mask: (B, K, N) object coverage; cols: (B, K, T) 1 at each object's word columns (see
+    object_rows; objects without columns and examples outside ``use`` (B,) bool are left out).
 
     * ``token``: 1 - share of each object word's map inside its object (TokenCompose's token
       loss). Alone it can be met by starving the words (attempt 1): their maps keep the
@@ -659,34 +727,37 @@ def grounding_loss(layers: list, masks: list, cols: list, use: torch.Tensor, flo
     * ``separate``: on each object's pixels, -log of its own words' part of all objects' word
       attention: the two subjects' maps must differ where the objects are (none with one object).
     """
-    token, share, separate = [], [], []
-    for probs in layers:
-        for b in torch.nonzero(use).flatten().tolist():
-            objects = [(m, list(c)) for m, c in zip(masks[b], cols[b]) if c]
-            if not objects:
-                continue
-            a = torch.stack([probs[b][:, c].mean(dim=-1) for _, c in objects])  # (n, N) mean word map
-            s = torch.stack([probs[b][:, c].sum(dim=-1) for _, c in objects])  # (n, N) words' share
-            m = torch.stack([m.to(probs) for m, _ in objects])  # (n, N)
-            token.append(1.0 - (a * m).sum(-1) / a.sum(-1).clamp_min(1e-8))
-            inside = (s * m).sum(-1) / m.sum(-1).clamp_min(1e-8)
-            share.append((floor - inside).clamp_min(0.0) / floor)
-            if len(objects) > 1:
-                own = a / a.sum(0, keepdim=True).clamp_min(1e-8)  # (n, N)
-                separate.append(-((own.clamp_min(1e-6).log() * m).sum(-1) / m.sum(-1).clamp_min(1e-8)))
-    zero = layers[0].sum() * 0.0
-    mean = lambda xs: torch.cat(xs).mean() if xs else zero
-    return {"token": mean(token), "share": mean(share), "separate": mean(separate)}
+    probs = torch.stack(layers)  # (L, B, N, T)
+    cols = cols.to(probs)
+    m = mask.to(probs)[None]  # (1, B, K, N)
+    n_cols = cols.sum(-1)  # (B, K)
+    valid = ((n_cols > 0) & use.to(n_cols.device)[:, None]).to(probs)  # (B, K) objects grounded
+    multi = valid * (valid.sum(-1, keepdim=True) > 1).to(probs)  # ... in an example with several
+    s = torch.einsum("lbnt,bkt->lbkn", probs, cols)  # (L, B, K, N) the object's words' share
+    a = s / n_cols.clamp_min(1.0)[None, ..., None]  # (L, B, K, N) their mean map
+    area = m.sum(-1).clamp_min(1e-8)  # (1, B, K)
+    token = 1.0 - (a * m).sum(-1) / a.sum(-1).clamp_min(1e-8)
+    share = (floor - (s * m).sum(-1) / area).clamp_min(0.0) / floor
+    own = a / a.sum(2, keepdim=True).clamp_min(1e-8)  # objects without columns add zero
+    separate = -((own.clamp_min(1e-6).log() * m).sum(-1) / area)
+    n_layers = probs.shape[0]
+    # Weighted means; where nothing is grounded the sum is 0, as the loop's zero was.
+    mean = lambda x, w: (x * w).sum() / (w.sum() * n_layers).clamp_min(1.0)
+    return {"token": mean(token, valid), "share": mean(share, valid), "separate": mean(separate, multi)}
 
 
-def word_columns(tokenizer, tokens: list, words: list) -> list:
+def word_columns(tokenizer, tokens: list, words: list, cache: dict = None) -> list:
     """Context columns of each object's words in one caption's tokens (first match of each
-    word, in caption order; a word the tokenizer splits gives all its columns)."""
+    word, in caption order; a word the tokenizer splits gives all its columns). ``cache``
+    keeps each word's token ids (the scenes use a few dozen words)."""
     out, start = [], 1
+    cache = {} if cache is None else cache
     for obj in words:
         cols = []
         for w in obj:
-            ids = [t for t in tokenize(tokenizer, [w])[0] if t not in (49406, 49407)]
+            if w not in cache:
+                cache[w] = [t for t in tokenize(tokenizer, [w])[0] if t not in (49406, 49407)]
+            ids = cache[w]
             for i in range(1, len(tokens) - len(ids) + 1):
                 if tokens[i:i + len(ids)] == ids:
                     cols += range(i, i + len(ids))
@@ -755,6 +826,12 @@ def train_unet(args, tm, cfg, device):
     buf_cap = [None] * cap
     buf_mask = [None] * cap  # per example: (n objects, latent pixels) coverage
     buf_cols = [None] * cap  # per example: each object's word columns
+    # The same two as fixed-size rows on the device (object_rows), for the batched grounding
+    # loss; the lists above are what checkpoints keep.
+    n_tokens = len(empty_tokens)
+    buf_obj_mask = torch.zeros(cap, MAX_OBJECTS, cfg.latent_size ** 2, device=device)
+    buf_obj_cols = torch.zeros(cap, MAX_OBJECTS, n_tokens, device=device)
+    tok_cache, word_cache = {}, {}  # caption -> token ids, word -> token ids
     step, elapsed, produced, history = 0, 0.0, 0, []
     if os.path.exists(path):
         ck = torch.load(path, map_location=device, weights_only=False)
@@ -771,6 +848,9 @@ def train_unet(args, tm, cfg, device):
         if "buf_mask" in ck:
             buf_mask[:n] = ck["buf_mask"][:n]
             buf_cols[:n] = ck["buf_cols"][:n]
+            for i in range(0, n, 4096):
+                rows = object_rows(buf_mask[i:min(n, i + 4096)], buf_cols[i:min(n, i + 4096)], n_tokens)
+                buf_obj_mask[i:i + len(rows[0])], buf_obj_cols[i:i + len(rows[0])] = (r.to(device) for r in rows)
         log(f"unet: resumed at step {step}, {produced} examples, {elapsed / 60:.1f} of {budget / 60:.1f} min")
     if elapsed >= budget:
         log("unet: budget already spent")
@@ -799,10 +879,12 @@ def train_unet(args, tm, cfg, device):
             lat.append(z.float() * scale)
         lat = torch.cat(lat)
         timer.lap("encode")
-        toks = tokenize(tokenizer, caps)
-        for j in range(count):
-            slot = (produced + j) % cap
-            buf_lat[slot] = lat[j]
+        for c in caps:
+            if c not in tok_cache:  # the scenes' captions repeat: tokenize each once
+                tok_cache[c] = tokenize(tokenizer, [c])[0]
+        toks = [tok_cache[c] for c in caps]
+        slots = [(produced + j) % cap for j in range(count)]
+        for j, slot in enumerate(slots):
             buf_tok[slot] = toks[j]
             buf_cap[slot] = caps[j]
             buf_mask[slot] = torch.from_numpy(masks[j]).reshape(len(masks[j]), -1)
@@ -810,7 +892,11 @@ def train_unet(args, tm, cfg, device):
             # find its object (with "caption" the mean over colour and shape columns could be met
             # by the colour column alone, and the shape word's map then follows its colour).
             obj_words = [w[:1] for w in words[j]] if args.ground_words == "shape" else words[j]
-            buf_cols[slot] = word_columns(tokenizer, toks[j], obj_words)
+            buf_cols[slot] = word_columns(tokenizer, toks[j], obj_words, word_cache)
+        at = to_device(torch.tensor(slots), device)
+        buf_lat[at] = lat
+        rows = object_rows([buf_mask[i] for i in slots], [buf_cols[i] for i in slots], n_tokens)
+        buf_obj_mask[at], buf_obj_cols[at] = (to_device(r, device) for r in rows)
         produced += count
         timer.lap("tokenize")
 
@@ -831,18 +917,20 @@ def train_unet(args, tm, cfg, device):
             produce(max(args.batch, args.fresh) - produced)
             timer.end_step("fill")
         while elapsed < budget and (args.profile <= 0 or step < first_step + args.profile):
-            produce(args.fresh)
+            if not args.no_render_wait or source.ready(produced, args.fresh):
+                produce(args.fresh)
             g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
             n = min(produced, cap)
             idx = torch.randint(0, n, (args.batch,), generator=g)
             drop = torch.rand(args.batch, generator=g) < args.caption_dropout
             if flow:
-                sigma = flow_sigmas(torch.randn(args.batch, generator=g), cfg.flux_shift).to(device).view(-1, 1, 1, 1)
+                sigma = to_device(flow_sigmas(torch.randn(args.batch, generator=g), cfg.flux_shift), device).view(-1, 1, 1, 1)
             else:
-                t = torch.randint(0, len(sigmas), (args.batch,), generator=g).to(device)
+                t = to_device(torch.randint(0, len(sigmas), (args.batch,), generator=g), device)
                 sigma = sigmas[t].view(-1, 1, 1, 1)
-            x0 = buf_lat[idx.to(device)]
-            noise = torch.randn(x0.shape, generator=g).to(device)
+            at = to_device(idx, device)
+            x0 = buf_lat[at]
+            noise = to_device(torch.randn(x0.shape, generator=g), device)
             tokens = [empty_tokens if drop[i] else buf_tok[int(idx[i])] for i in range(args.batch)]
             if flow:  # CONST (rectified flow): x_t = (1 - s) x0 + s noise, the model predicts noise - x0
                 x_in, timestep, target = (1 - sigma) * x0 + sigma * noise, sigma.view(-1), noise - x0
@@ -863,9 +951,10 @@ def train_unet(args, tm, cfg, device):
                     # UNet must find the caption in the word columns, not in the summary that a
                     # causal encoder leaves in the padding.
                     pad = torch.rand(args.batch, generator=g) < args.padding_dropout
-                    keep = torch.ones_like(context[..., :1])
+                    keep = torch.ones(context.shape[:-1] + (1,))  # built on the host, copied once
                     for i in torch.nonzero(pad & ~drop).flatten().tolist():
                         keep[i, tokens[i].index(49407, 1):] = 0.0
+                    keep = to_device(keep, device).to(context.dtype)
                     context = context * keep + empty_context * (1 - keep)
                 store.clear()
                 pred = unet(x_in, timestep, context=context, transformer_options=options, **extra)
@@ -883,13 +972,15 @@ def train_unet(args, tm, cfg, device):
                 # so the share floor means the same as on the UNet's cross-attention.
                 maps = [p.float() / p.float().sum(-1, keepdim=True).clamp_min(1e-12) if flow else p.float()
                         for p in store]
-                terms = grounding_loss(maps, [buf_mask[int(i)] for i in idx],
-                                       [buf_cols[int(i)] for i in idx], ~drop, args.grounding_floor)
+                terms = grounding_loss(maps, buf_obj_mask[at], buf_obj_cols[at], to_device(~drop, device),
+                                       args.grounding_floor)
                 ground = sum(terms.values())
                 loss = loss + args.grounding_weight * ground
-                run_ground += ground.item()
+                # Running sums stay on the device (float64, as Python's floats were): they are
+                # read once per --log-every steps, so a step never waits for the device.
+                run_ground = run_ground + ground.detach().double()
                 for k, v in terms.items():
-                    run_terms[k] = run_terms.get(k, 0.0) + v.item()
+                    run_terms[k] = run_terms.get(k, 0.0) + v.detach().double()
             timer.lap("grounding")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -900,14 +991,15 @@ def train_unet(args, tm, cfg, device):
             ema.update([unet, text], step)
             timer.lap("ema")
             step += 1
-            run_loss += loss.item()
+            run_loss = run_loss + loss.detach().double()
             run_n += 1
             now = time.time()
             elapsed += now - t_start
             t_start = now
             if step % args.log_every == 0:
+                run_loss, run_ground = float(run_loss), float(run_ground)
                 history.append((step, elapsed, run_loss / run_n))
-                parts = " ".join(f"{k} {v / run_n:.3f}" for k, v in run_terms.items())
+                parts = " ".join(f"{k} {float(v) / run_n:.3f}" for k, v in run_terms.items())
                 log(f"unet step {step} loss {run_loss / run_n:.4f} grounding {run_ground / run_n:.4f} ({parts}) "
                     f"examples {produced} lr {opt.param_groups[0]['lr']:.2e} {elapsed / 60:.1f}/{budget / 60:.0f} min")
                 run_loss, run_n, run_ground, run_terms = 0.0, 0, 0.0, {}
@@ -1044,6 +1136,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--fresh", type=int, default=3, help="new examples encoded into the replay buffer per step")
     ap.add_argument("--buffer", type=int, default=6000, help="replay buffer size (examples)")
+    ap.add_argument("--no-render-wait", action="store_true",
+                    help="with --workers: a step adds its --fresh examples only when the workers have "
+                         "them rendered, else trains on the buffer as it is (a fast device never waits "
+                         "for rendering; which step adds which examples then depends on timing)")
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.999)

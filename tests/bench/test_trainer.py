@@ -37,3 +37,87 @@ def test_profile_prints_each_phase_per_step_and_saves_nothing(tmp_path, capsys):
             named = dict(zip(trainer.PROFILE_PHASES, seconds))
             assert all(named[p] > 0 for p in ("data", "encode", "forward", "grounding", "backward", "optimizer"))
     assert not (work / "unet.pt").exists()  # a profile is a measurement: no checkpoint written
+
+
+def loop_grounding_loss(layers, masks, cols, use, floor=0.2):
+    """The grounding loss as first written, one example and one object at a time: the
+    definition the batched grounding_loss must reproduce."""
+    token, share, separate = [], [], []
+    for probs in layers:
+        for b in torch.nonzero(use).flatten().tolist():
+            objects = [(m, list(c)) for m, c in zip(masks[b], cols[b]) if c]
+            if not objects:
+                continue
+            a = torch.stack([probs[b][:, c].mean(dim=-1) for _, c in objects])
+            s = torch.stack([probs[b][:, c].sum(dim=-1) for _, c in objects])
+            m = torch.stack([m.to(probs) for m, _ in objects])
+            token.append(1.0 - (a * m).sum(-1) / a.sum(-1).clamp_min(1e-8))
+            inside = (s * m).sum(-1) / m.sum(-1).clamp_min(1e-8)
+            share.append((floor - inside).clamp_min(0.0) / floor)
+            if len(objects) > 1:
+                own = a / a.sum(0, keepdim=True).clamp_min(1e-8)
+                separate.append(-((own.clamp_min(1e-6).log() * m).sum(-1) / m.sum(-1).clamp_min(1e-8)))
+    zero = layers[0].sum() * 0.0
+    mean = lambda xs: torch.cat(xs).mean() if xs else zero
+    return {"token": mean(token), "share": mean(share), "separate": mean(separate)}
+
+
+def _random_batch(g, batch=7, layers=3, pixels=16, tokens=12):
+    """Random attention maps (rows sum to 1) and 0-3 objects per example with random coverage;
+    some objects have no word columns (not grounded), one or two columns otherwise."""
+    maps = [torch.rand(batch, pixels, tokens, generator=g, dtype=torch.float64).softmax(-1).requires_grad_(True)
+            for _ in range(layers)]
+    masks, cols = [], []
+    for b in range(batch):
+        n = int(torch.randint(0, 4, (1,), generator=g))
+        masks.append(torch.rand(n, pixels, generator=g) * (torch.rand(n, pixels, generator=g) < 0.4))  # float32, as stored
+        cols.append([tuple(torch.randperm(tokens - 2, generator=g)[:int(k)].add(1).tolist())
+                     for k in torch.randint(0, 3, (n,), generator=g)])
+    use = torch.rand(batch, generator=g) < 0.8
+    return maps, masks, cols, use
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_grounding_loss_equals_the_per_example_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    maps, masks, cols, use = _random_batch(g)
+    mask, onehot = trainer.object_rows(masks, cols, n_tokens=maps[0].shape[-1])
+    batched = trainer.grounding_loss(maps, mask, onehot, use, floor=0.3)
+    looped = loop_grounding_loss(maps, masks, cols, use, floor=0.3)
+    assert set(batched) == set(looped) == {"token", "share", "separate"}
+    for k in looped:
+        torch.testing.assert_close(batched[k], looped[k], rtol=1e-9, atol=1e-12)
+        # the same gradients reach the maps
+        gb = torch.autograd.grad(batched[k], maps, allow_unused=True, retain_graph=True)
+        gl = torch.autograd.grad(looped[k], maps, allow_unused=True, retain_graph=True)
+        for x, y in zip(gb, gl):
+            torch.testing.assert_close(x if x is not None else torch.zeros_like(maps[0]),
+                                       y if y is not None else torch.zeros_like(maps[0]), rtol=1e-9, atol=1e-12)
+
+
+def test_batched_grounding_loss_with_nothing_to_ground_is_zero():
+    g = torch.Generator().manual_seed(0)
+    maps, masks, cols, _ = _random_batch(g)
+    mask, onehot = trainer.object_rows(masks, cols, n_tokens=maps[0].shape[-1])
+    terms = trainer.grounding_loss(maps, mask, onehot, torch.zeros(len(masks), dtype=torch.bool))
+    assert all(float(v.detach()) == 0.0 for v in terms.values())
+    assert all(torch.isfinite(x).all() for x in torch.autograd.grad(sum(terms.values()), maps))
+
+
+def test_render_workers_hand_over_the_in_process_examples():
+    """Chunks rendered by two workers (tasks of 10 examples, read ahead) are the examples the
+    in-process path renders, in order; ready() says when a request would not wait."""
+    local = trainer.ExampleSource(5, 0, 20)
+    pool = trainer.ExampleSource(5, 2, 20)
+    try:
+        assert pool.piece == 10 and pool.ahead >= 4
+        for start in (0, 20, 60):  # 60: a jump restarts the read-ahead
+            want = local.get(start, 20)
+            while not pool.ready(start, 20):
+                pass
+            got = pool.get(start, 20)
+            assert got[0].dtype == want[0].dtype == "uint8" and (got[0] == want[0]).all()
+            assert got[1] == want[1] and got[3] == want[3]
+            assert all((a == b).all() for a, b in zip(got[2], want[2]))
+    finally:
+        pool.close()
