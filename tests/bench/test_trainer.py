@@ -121,3 +121,15 @@ def test_render_workers_hand_over_the_in_process_examples():
             assert all((a == b).all() for a, b in zip(got[2], want[2]))
     finally:
         pool.close()
+
+
+def test_checkpoint_masks_pack_and_unpack_to_the_same_list():
+    g = torch.Generator().manual_seed(1)
+    masks = [torch.randint(0, 65, (n, 256), generator=g).float() / 64 for n in (1, 3, 0, 2)]
+    masks.insert(2, None)  # an example stored before masks were recorded
+    packed = trainer.pack_masks(masks)
+    assert packed["rows"].dtype == torch.float16 and packed["rows"].shape == (6, 256)
+    back = trainer.unpack_masks(packed)
+    assert back[2] is None and len(back) == len(masks)
+    assert all(torch.equal(a, b) for a, b in zip(masks, back) if a is not None)  # k/64 is exact in float16
+    assert trainer.unpack_masks(masks) is masks  # an older checkpoint's plain list
