@@ -111,5 +111,5 @@ train_and_export() {
 
 train_and_export unet "$UNET_INIT" tiny_shapes
 train_and_export flux "$FLUX_INIT" tiny_flux
-grep -E "^\||profile of" "$OUT/steps.log" >> "$OUT/summary.log"
+grep -E "^\||profile of|profile:" "$OUT/steps.log" >> "$OUT/summary.log"
 note "total: $SECONDS s"

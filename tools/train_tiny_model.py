@@ -933,7 +933,7 @@ def train_unet(args, tm, cfg, device):
         options = grounding_patches(unet, store, cfg.latent_size ** 2) if args.grounding_weight > 0 else {}
     timer = PhaseTimer(args.profile > 0, device)
     t_start, t_ckpt, run_loss, run_n, run_ground, run_terms = time.time(), time.time(), 0.0, 0, 0.0, {}
-    first_step = step
+    first_step, first_produced, first_elapsed = step, produced, elapsed
     try:
         if produced < args.batch:
             produce(max(args.batch, args.fresh) - produced)
@@ -1036,9 +1036,17 @@ def train_unet(args, tm, cfg, device):
         log(f"unet: profile of {step - first_step} steps (batch {args.batch}, fresh {args.fresh}, "
             f"workers {args.workers}, device {device.type}), seconds (share of the step) per phase:\n"
             + timer.table(PROFILE_PHASES))
+        steady = [sum(sec.values()) for label, sec in timer.rows if label != "fill"][1:]
+        if steady:
+            mean = sum(steady) / len(steady)
+            log(f"unet: profile: {mean:.4f} s per step after the first: {args.batch * 60 / mean:.0f} examples "
+                f"trained per minute")
         return
     save()
-    log(f"unet: stopped at step {step}, {produced} examples, {elapsed / 60:.1f} min")
+    minutes = max(elapsed - first_elapsed, 1e-9) / 60
+    log(f"unet: stopped at step {step}, {produced} examples, {elapsed / 60:.1f} min; this run: "
+        f"{step - first_step} steps, {(step - first_step) * args.batch / minutes:.0f} examples trained and "
+        f"{(produced - first_produced) / minutes:.0f} new per minute")
 
 
 # ---------------------------------------------------------------------------
