@@ -572,6 +572,35 @@ def tokenize(tokenizer, captions):
     return out
 
 
+def batch_token_input(clip_l: torch.nn.Module):
+    """Let the host's text encoder (an SDClipModel) take a batch of plain token ids as one
+    (B, T) int64 host tensor.
+
+    ``SDClipModel.process_tokens`` walks every token of every caption in Python and embeds
+    each caption with its own host-to-device copy: per training step that is hundreds of
+    copies and tens of milliseconds of Python. For a tensor (plain ids only, no embedding
+    objects) this instance's process_tokens computes the same outputs at once: the ids'
+    embeddings, the attention mask (1 up to the first end token, which counts where the
+    encoder has an "end" special token; 0 after it), each caption's count of unmasked tokens
+    (a host list, as the host's pooled-output indexing wants) and no embeds_info. Lists still
+    go to the host's own code; the weights and the exported encoder are untouched."""
+    original = clip_l.process_tokens
+
+    def process_tokens(tokens, device):
+        if not torch.is_tensor(tokens):
+            return original(tokens, device)
+        end_token = clip_l.special_tokens.get("end", None)
+        cmp_token = end_token if end_token is not None else clip_l.special_tokens.get("pad", -1)
+        is_end = tokens == cmp_token  # (B, T)
+        first = torch.where(is_end.any(1), is_end.int().argmax(1), tokens.shape[1])[:, None]  # first end token
+        pos = torch.arange(tokens.shape[1])[None]
+        mask = ((pos < first) | ((pos == first) & (end_token is not None))).long()
+        embeds = clip_l.transformer.get_input_embeddings()(to_device(tokens, device), out_dtype=torch.float32)
+        return embeds, to_device(mask, device), mask.sum(1).tolist(), []
+
+    clip_l.process_tokens = process_tokens
+
+
 def make_text_trainable(text: torch.nn.Module):
     """Let autograd through the host's CLIP layers.
 
@@ -837,6 +866,9 @@ def train_unet(args, tm, cfg, device):
         make_text_trainable(text)
     tokenizer = tm.build_tokenizer(cfg)
     empty_tokens = tokenize(tokenizer, [""])[0]
+    n_tokens = len(empty_tokens)
+    empty_ids = torch.tensor([empty_tokens], dtype=torch.long)  # (1, T)
+    batch_token_input(text.clip_l)
     trainable = [p for p in list(unet.parameters()) + list(text.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=args.unet_lr, weight_decay=0.01)
     ema = Ema([unet, text], args.ema)
@@ -845,12 +877,12 @@ def train_unet(args, tm, cfg, device):
     cap = args.buffer
     buf_lat = torch.zeros(cap, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=device)
     buf_tok = [None] * cap
+    buf_tok_ids = torch.zeros(cap, n_tokens, dtype=torch.long)  # the same ids as one host tensor (batch_token_input)
     buf_cap = [None] * cap
     buf_mask = [None] * cap  # per example: (n objects, latent pixels) coverage
     buf_cols = [None] * cap  # per example: each object's word columns
     # The same two as fixed-size rows on the device (object_rows), for the batched grounding
     # loss; the lists above are what checkpoints keep.
-    n_tokens = len(empty_tokens)
     buf_obj_mask = torch.zeros(cap, MAX_OBJECTS, cfg.latent_size ** 2, device=device)
     buf_obj_cols = torch.zeros(cap, MAX_OBJECTS, n_tokens, device=device)
     tok_cache, word_cache = {}, {}  # caption -> token ids, word -> token ids
@@ -866,6 +898,8 @@ def train_unet(args, tm, cfg, device):
         n = min(produced, cap)
         buf_lat[:n] = ck["buf_lat"][:n].to(device).float()
         buf_tok[:n] = ck["buf_tok"][:n]
+        if n:
+            buf_tok_ids[:n] = torch.tensor(buf_tok[:n], dtype=torch.long)
         buf_cap[:n] = ck["buf_cap"][:n]
         if "buf_mask" in ck:
             buf_mask[:n] = unpack_masks(ck["buf_mask"])[:n]
@@ -908,6 +942,7 @@ def train_unet(args, tm, cfg, device):
         slots = [(produced + j) % cap for j in range(count)]
         for j, slot in enumerate(slots):
             buf_tok[slot] = toks[j]
+            buf_tok_ids[slot] = torch.tensor(toks[j], dtype=torch.long)
             buf_cap[slot] = caps[j]
             buf_mask[slot] = torch.from_numpy(masks[j]).reshape(len(masks[j]), -1)
             # "shape": only the shape word's columns are grounded, so that column itself must
@@ -954,6 +989,8 @@ def train_unet(args, tm, cfg, device):
             x0 = buf_lat[at]
             noise = to_device(torch.randn(x0.shape, generator=g), device)
             tokens = [empty_tokens if drop[i] else buf_tok[int(idx[i])] for i in range(args.batch)]
+            # the same ids as one tensor, the empty prompt's last (its vectors fill dropped padding)
+            token_ids = torch.cat([torch.where(drop[:, None], empty_ids, buf_tok_ids[idx]), empty_ids])
             if flow:  # CONST (rectified flow): x_t = (1 - s) x0 + s noise, the model predicts noise - x0
                 x_in, timestep, target = (1 - sigma) * x0 + sigma * noise, sigma.view(-1), noise - x0
                 extra = {"y": torch.zeros(args.batch, cfg.text_width, device=device)}  # content-free pooled vector
@@ -965,7 +1002,7 @@ def train_unet(args, tm, cfg, device):
                 group["lr"] = lr_at(args.unet_lr, step, args.warmup, elapsed / budget)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
                 with torch.set_grad_enabled(not args.freeze_text):
-                    context, _ = text.clip_l(tokens + [empty_tokens])
+                    context, _ = text.clip_l(token_ids)
                 context, empty_context = context[:-1], context[-1:]
                 if args.padding_dropout > 0:
                     # Padding dropout: the end token and padding of some captions are replaced by

@@ -133,3 +133,32 @@ def test_checkpoint_masks_pack_and_unpack_to_the_same_list():
     assert back[2] is None and len(back) == len(masks)
     assert all(torch.equal(a, b) for a, b in zip(masks, back) if a is not None)  # k/64 is exact in float16
     assert trainer.unpack_masks(masks) is masks  # an older checkpoint's plain list
+
+
+@pytest.mark.parametrize("content_free_end", [False, True])
+def test_text_encoder_on_a_token_tensor_equals_the_hosts_lists(content_free_end):
+    """batch_token_input: the encoder's outputs for a (B, T) tensor of ids are the host's own
+    for the same ids as lists (embeddings, attention mask, token counts, the encoding)."""
+    trainer._setup_paths("cpu")
+    tm = trainer._import_tiny_model()
+    cfg = tm.TinyModelConfig(content_free_end=content_free_end)
+    torch.manual_seed(0)
+    text = tm.build_text_model(cfg)
+    trainer.init_weights(text)
+    tokenizer = tm.build_tokenizer(cfg)
+    captions = ["a red circle and a blue square", "", "a star", "a green heart and a cyan cross and a purple triangle"]
+    tokens = trainer.tokenize(tokenizer, captions)
+    clip = text.clip_l
+    with torch.no_grad():
+        want_parts = clip.process_tokens(tokens, "cpu")
+        want = clip(tokens)
+        trainer.batch_token_input(clip)
+        ids = torch.tensor(tokens)
+        got_parts = clip.process_tokens(ids, "cpu")
+        got = clip(ids)
+        assert clip(tokens)[0].equal(want[0])  # lists still take the host's own path
+    assert got_parts[0].equal(want_parts[0]) and got_parts[1].equal(want_parts[1])
+    assert got_parts[2] == want_parts[2] and got_parts[3] == want_parts[3] == []
+    assert got_parts[1][1].sum() < got_parts[1][0].sum()  # the empty caption is masked after its end
+    assert got[0].equal(want[0])
+    assert (got[1] is None and want[1] is None) or got[1].equal(want[1])  # pooled output
