@@ -988,7 +988,6 @@ def train_unet(args, tm, cfg, device):
             at = to_device(idx, device)
             x0 = buf_lat[at]
             noise = to_device(torch.randn(x0.shape, generator=g), device)
-            tokens = [empty_tokens if drop[i] else buf_tok[int(idx[i])] for i in range(args.batch)]
             # the same ids as one tensor, the empty prompt's last (its vectors fill dropped padding)
             token_ids = torch.cat([torch.where(drop[:, None], empty_ids, buf_tok_ids[idx]), empty_ids])
             if flow:  # CONST (rectified flow): x_t = (1 - s) x0 + s noise, the model predicts noise - x0
@@ -1012,7 +1011,7 @@ def train_unet(args, tm, cfg, device):
                     pad = torch.rand(args.batch, generator=g) < args.padding_dropout
                     keep = torch.ones(context.shape[:-1] + (1,))  # built on the host, copied once
                     for i in torch.nonzero(pad & ~drop).flatten().tolist():
-                        keep[i, tokens[i].index(49407, 1):] = 0.0
+                        keep[i, buf_tok[int(idx[i])].index(49407, 1):] = 0.0  # (not dropped: its own caption)
                     keep = to_device(keep, device).to(context.dtype)
                     context = context * keep + empty_context * (1 - keep)
                 store.clear()
