@@ -973,6 +973,7 @@ def train_unet(args, tm, cfg, device):
         if produced < args.batch:
             produce(max(args.batch, args.fresh) - produced)
             timer.end_step("fill")
+        filled = produced
         while elapsed < budget and (args.profile <= 0 or step < first_step + args.profile):
             if not args.no_render_wait or source.ready(produced, args.fresh):
                 produce(args.fresh)
@@ -1072,11 +1073,12 @@ def train_unet(args, tm, cfg, device):
         log(f"unet: profile of {step - first_step} steps (batch {args.batch}, fresh {args.fresh}, "
             f"workers {args.workers}, device {device.type}), seconds (share of the step) per phase:\n"
             + timer.table(PROFILE_PHASES))
-        steady = [sum(sec.values()) for label, sec in timer.rows if label != "fill"][1:]
-        if steady:
-            mean = sum(steady) / len(steady)
+        steps = [sum(sec.values()) for label, sec in timer.rows if label != "fill"]
+        if len(steps) > 1:
+            mean = sum(steps[1:]) / len(steps[1:])
             log(f"unet: profile: {mean:.4f} s per step after the first: {args.batch * 60 / mean:.0f} examples "
-                f"trained per minute")
+                f"trained per minute; {(produced - filled) * 60 / sum(steps):.0f} new (rendered and encoded) "
+                f"per minute over all {len(steps)} steps")
         return
     save()
     minutes = max(elapsed - first_elapsed, 1e-9) / 60
