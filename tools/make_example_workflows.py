@@ -27,6 +27,12 @@ EXAMPLES = {
         {"tiny": "ai_t2i_tiny_shapes.safetensors"}, "a red circle and a blue square", "circle, square",
         "red:circle, blue:square", seed=1, steps=30, cfg=5.0, size=128, strength=15.0, prefix="layout"),
         "circle: 0.05 0.3 0.4 0.65; square: 0.6 0.3 0.95 0.65", weight=3.0),
+    # The Flux-shaped tiny model: the same nodes and the same joint-attention guidance as Flux.1
+    # (flow matching: the host's "simple" schedule, as for Flux); trained with captions dropped
+    # 10 % of the time, so it takes CFG like the UNet-shaped one.
+    "ai_t2i_tiny_flux_comparison": lambda: graphs.comparison_graph(
+        {"tiny": "ai_t2i_tiny_flux.safetensors"}, "a red circle and a blue square", "circle, square",
+        "red:circle, blue:square", seed=1, steps=20, cfg=5.0, size=128, scheduler="simple", prefix="tiny_flux"),
     "ai_t2i_sd15_custom_sampler": lambda: graphs.custom_sampling_graph(
         {"checkpoint": SD15}, "a photo of a cat and a dog on the grass", "cat, dog",
         seed=1, steps=50, cfg=7.5, size=512),

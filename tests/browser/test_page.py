@@ -5,8 +5,9 @@ system's Chromium; no browser download).
 Every example workflow is loaded the way a user opens a template (fetched from the server's
 template route, given to the page's app), then checked: every node type is registered, no node
 is flagged with errors, no missing-nodes dialog, and the page turns it into the API graph its
-builder makes (so the widget order the page reads matches the UI file). The embedded-model
-example is then queued from the page as the Queue button does, and its images are awaited.
+builder makes (so the widget order the page reads matches the UI file). Each embedded-model
+example (the UNet-shaped and the Flux-shaped tiny model) is then opened again and queued from the
+page as the Queue button does, and its images are awaited.
 Screenshots (one per example, and the page after the run), the saved images and the server's
 log go to out/browser/.
 
@@ -26,7 +27,7 @@ from comfy_server import get_json as _get
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "out" / "browser"
-TINY_EXAMPLE = "ai_t2i_tiny_model_comparison"
+TINY_EXAMPLES = ("ai_t2i_tiny_model_comparison", "ai_t2i_tiny_flux_comparison")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_S = 300
@@ -128,7 +129,23 @@ LOAD_AND_INSPECT = """async ([folder, name]) => {
 }"""
 
 
-def test_examples_load_in_the_page_and_the_tiny_one_runs(server, page):
+def _queue_and_wait(page, server, finished_before: int) -> dict:
+    """Queue the graph open in the page, as the Queue button does; the history entry of that
+    prompt once it has finished (successfully or not)."""
+    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        history = _get(f"{server.url}/history")
+        done = [h for h in history.values() if h.get("status", {}).get("completed") or
+                h.get("status", {}).get("status_str") == "error"]
+        if len(done) > finished_before:
+            return done[-1]
+        if time.monotonic() > deadline:
+            pytest.fail(f"no finished prompt in /history after {RUN_TIMEOUT_S} s; see {ARTIFACTS / 'server.log'}")
+        time.sleep(1)
+
+
+def test_examples_load_in_the_page_and_the_tiny_ones_run(server, page):
     from tools.make_example_workflows import EXAMPLES
 
     t0 = time.monotonic()
@@ -138,7 +155,7 @@ def test_examples_load_in_the_page_and_the_tiny_one_runs(server, page):
     templates = _get(f"{server.url}/api/workflow_templates")
     assert sorted(templates.get(PACK_FOLDER, [])) == sorted(EXAMPLES), templates  # offered as templates
 
-    for name in sorted(EXAMPLES, key=lambda n: (n == TINY_EXAMPLE, n)):  # the one to run last
+    for name in sorted(EXAMPLES):
         make = EXAMPLES[name]
         seen = page.evaluate(LOAD_AND_INSPECT, [PACK_FOLDER, name])
         assert len(seen["nodes"]) == seen["file_nodes"], name
@@ -156,33 +173,23 @@ def test_examples_load_in_the_page_and_the_tiny_one_runs(server, page):
             assert diff == {}, f"{name}: the page reads node {key} ({node['class_type']}) as {diff} (builder, page)"
     loaded_s = time.monotonic() - t0
 
-    # Queue the embedded-model example (the graph now open) from the page, as the Queue button does.
-    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    entry = None
-    while entry is None:
-        history = _get(f"{server.url}/history")
-        done = [h for h in history.values() if h.get("status", {}).get("completed") or
-                h.get("status", {}).get("status_str") == "error"]
-        if done:
-            entry = done[0]
-        elif time.monotonic() > deadline:
-            pytest.fail(f"no finished prompt in /history after {RUN_TIMEOUT_S} s; see {ARTIFACTS / 'server.log'}")
-        else:
-            time.sleep(1)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
-    assert len(images) == 2 + 2 * 2  # vanilla + AI-T2I, and 2 subjects x 2 steps of maps
-    for img in images:  # kept next to the screenshot
-        shutil.copy(server.base / "output" / img["subfolder"] / img["filename"], ARTIFACTS / img["filename"])
-    # ... and the page shows it: the Save Image nodes hold their previews.
-    page.wait_for_function("""() => (window.app.graph.nodes ?? window.app.graph._nodes)
-        .filter(n => n.type === 'SaveImage').every(n => n.imgs && n.imgs.length && n.imgs[0].complete
-                                                     && n.imgs[0].naturalWidth > 0)""", timeout=60_000)
-    page.wait_for_timeout(500)
-    shot = ARTIFACTS / f"{TINY_EXAMPLE}_after_run.png"
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
+    # Open each embedded-model example again and queue it from the page.
+    for i, name in enumerate(TINY_EXAMPLES):
+        page.evaluate(LOAD_AND_INSPECT, [PACK_FOLDER, name])
+        entry = _queue_and_wait(page, server, finished_before=i)
+        assert entry["status"]["status_str"] == "success", (name, entry["status"])
+        images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+        assert len(images) == 2 + 2 * 2, name  # vanilla + AI-T2I, and 2 subjects x 2 steps of maps
+        for img in images:  # kept next to the screenshot
+            shutil.copy(server.base / "output" / img["subfolder"] / img["filename"], ARTIFACTS / img["filename"])
+        # ... and the page shows it: the Save Image nodes hold their previews.
+        page.wait_for_function("""() => (window.app.graph.nodes ?? window.app.graph._nodes)
+            .filter(n => n.type === 'SaveImage').every(n => n.imgs && n.imgs.length && n.imgs[0].complete
+                                                         && n.imgs[0].naturalWidth > 0)""", timeout=60_000)
+        page.wait_for_timeout(500)
+        shot = ARTIFACTS / f"{name}_after_run.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
     if page.page_errors:  # only then is the bare host's page opened, to tell its errors from ours
         bare = _bare_host_errors(page.context.browser)
         ours = [e for e in page.page_errors if e not in bare]

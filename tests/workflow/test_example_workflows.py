@@ -168,3 +168,36 @@ def test_tiny_model_example_runs(host):
     assert (circle & square).sum() <= 0.05 * (circle | square).sum()  # where one subject is, the other is not
     centroids = [np.argwhere(m).mean(axis=0) / m.shape[0] for m in (circle, square)]
     assert np.linalg.norm(centroids[0] - centroids[1]) > 0.25  # of the tile's side
+
+
+TINY_FLUX = ROOT / "models" / "ai_t2i_tiny_flux.safetensors"
+
+
+@pytest.mark.skipif(not TINY_FLUX.exists(), reason="the Flux-shaped embedded model file is not in models/")
+def test_tiny_flux_example_runs(host):
+    """The Flux-shaped tiny model's comparison example runs through the executor with the
+    joint-attention guidance: from the same seed the guided image differs from vanilla's, the
+    loss log has finite loss terms at each guided step, and the maps of both subjects are
+    drawn (each word's map has a hot region)."""
+    import math
+
+    import numpy as np
+
+    from tools.ui_workflow import ui_to_api
+    wf = json.loads((ROOT / "example_workflows" / "ai_t2i_tiny_flux_comparison.json").read_text())
+    graph = ui_to_api(wf, host.nodes.NODE_CLASS_MAPPINGS)
+    assert graph["1"]["inputs"]["model_name"] == TINY_FLUX.name
+    for node in graph.values():  # a short run: 6 steps, of which end_percent 0.5 guides 0, 1, 2
+        if "steps" in node["inputs"]:
+            node["inputs"]["steps"] = 6
+    outputs = host.run(graph)
+    vanilla, guided = _saved_images(host, outputs, "10")  # ImageBatch(vanilla, AI-T2I)
+    assert np.abs(vanilla - guided).mean() > 2.0  # of 255: the guidance changed the image
+    lines = [line for line in outputs["6"]["text"][0].splitlines() if line.startswith("step ")]
+    losses = [{k: float(v) for k, v in re.findall(r"(\w+)=([-\w.+]+)", line) if k != "alpha"} for line in lines]
+    assert [int(line.split()[1]) for line in lines] == [0, 1, 2]
+    assert all(math.isfinite(v) for step in losses for v in step.values())
+    assert {"isolation", "aggregation", "total"} <= losses[0].keys()
+    tiles = _saved_images(host, outputs, "11")  # step 0 (circle, square), step 2 (circle, square)
+    assert tiles.shape[0] == 2 * 2
+    assert all(_hot(tile).any() for tile in tiles)
