@@ -11,7 +11,7 @@
 # with every table the benchmarks printed).
 #
 # What the GPU machine lacks is carried with the working tree and used where it is there:
-# .whl/*.whl (torchsde, trampoline) installed into $GPU_SITE (default /tmp/site),
+# .whl/*.whl (torchsde, trampoline) installed into $GPU_SITE (default: a new temporary folder),
 # .gpu_carry/stubs (a stand-in `av` package: the host imports PyAV for its video types) and
 # .gpu_carry/ComfyUI (the host; COMFYUI_PATH). Where they are absent (or the Python in use
 # already has the packages) the script uses the normal host and installs nothing.
@@ -28,7 +28,6 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 PY=${PYTHON:-python3}
 DRY=${GPU_DRY_RUN:-0}
-SITE=${GPU_SITE:-/tmp/site}
 : > "$OUT/summary.log"
 
 note() { echo "$*" | tee -a "$OUT/summary.log"; }
@@ -43,16 +42,8 @@ step() {
 }
 
 # What the image lacks, from the carried files (only where the interpreter lacks it).
-if ! "$PY" -c "import torchsde" 2>/dev/null && compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-    && export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" && note "installed $(ls .whl) into $SITE"
-fi
-if ! "$PY" -c "import av" 2>/dev/null && [ -d .gpu_carry/stubs ]; then
-  export PYTHONPATH="$ROOT/.gpu_carry/stubs${PYTHONPATH:+:$PYTHONPATH}" && note "stand-in av from .gpu_carry/stubs"
-fi
-if [ -z "${COMFYUI_PATH:-}" ] && [ -d .gpu_carry/ComfyUI/comfy ]; then
-  export COMFYUI_PATH="$ROOT/.gpu_carry/ComfyUI"
-fi
+source tools/gpu_carried.sh
+use_carried
 note "host: ${COMFYUI_PATH:-.host/ComfyUI}; dry run: $DRY"
 
 {

@@ -49,17 +49,8 @@ step() {
 }
 
 # What the image lacks, from the carried files (only where the interpreter lacks it).
-if ! "$PY" -c "import torchsde" 2>/dev/null && compgen -G ".whl/*.whl" > /dev/null; then
-  SITE=${GPU_SITE:-$(mktemp -d)}
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-    && export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" && note "installed $(ls .whl) into $SITE"
-fi
-if ! "$PY" -c "import av" 2>/dev/null && [ -d .gpu_carry/stubs ]; then
-  export PYTHONPATH="$ROOT/.gpu_carry/stubs${PYTHONPATH:+:$PYTHONPATH}" && note "stand-in av from .gpu_carry/stubs"
-fi
-if [ -z "${COMFYUI_PATH:-}" ] && [ -d .gpu_carry/ComfyUI/comfy ]; then
-  export COMFYUI_PATH="$ROOT/.gpu_carry/ComfyUI"
-fi
+source tools/gpu_carried.sh
+use_carried
 note "host: ${COMFYUI_PATH:-.host/ComfyUI}; dry run: $DRY; work: $WORK"
 {
   [ "$DRY" = 1 ] || nvidia-smi -L
