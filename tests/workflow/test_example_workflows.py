@@ -135,6 +135,24 @@ def _hot(tile):
     return (tile[..., 0] > 200) & (tile[..., 2] < 60)
 
 
+def _run_short(host, example: str):
+    """Run an example workflow through the executor with 6 steps (end_percent 0.5 guides steps 0,
+    1, 2): its outputs, the vanilla and guided images (from ImageBatch "10") and the loss log's
+    step lines parsed into {term: value} (from the guided KSampler "6")."""
+    from tools.ui_workflow import ui_to_api
+    wf = json.loads((ROOT / "example_workflows" / f"{example}.json").read_text())
+    graph = ui_to_api(wf, host.nodes.NODE_CLASS_MAPPINGS)
+    for node in graph.values():
+        if "steps" in node["inputs"]:
+            node["inputs"]["steps"] = 6
+    outputs = host.run(graph)
+    vanilla, guided = _saved_images(host, outputs, "10")
+    lines = [line for line in outputs["6"]["text"][0].splitlines() if line.startswith("step ")]
+    assert [int(line.split()[1]) for line in lines] == [0, 1, 2]
+    losses = [{k: float(v) for k, v in re.findall(r"(\w+)=([-\w.+]+)", line) if k != "alpha"} for line in lines]
+    return graph, outputs, vanilla, guided, losses
+
+
 @pytest.mark.skipif(not TINY.exists(), reason="the embedded model file is not in models/")
 def test_tiny_model_example_runs(host):
     """The comparison example does what it is for: from the same seed, KSampler (AI-T2I)
@@ -145,18 +163,8 @@ def test_tiny_model_example_runs(host):
 
     import numpy as np
 
-    from tools.ui_workflow import ui_to_api
-    wf = json.loads((ROOT / "example_workflows" / "ai_t2i_tiny_model_comparison.json").read_text())
-    graph = ui_to_api(wf, host.nodes.NODE_CLASS_MAPPINGS)
-    for node in graph.values():  # a short run: 6 steps, of which end_percent 0.5 guides 0, 1, 2
-        if "steps" in node["inputs"]:
-            node["inputs"]["steps"] = 6
-    outputs = host.run(graph)
-    vanilla, guided = _saved_images(host, outputs, "10")  # ImageBatch(vanilla, AI-T2I)
+    _, outputs, vanilla, guided, losses = _run_short(host, "ai_t2i_tiny_model_comparison")
     assert np.abs(vanilla - guided).mean() > 5.0  # of 255: the guidance changed the image
-    lines = [line for line in outputs["6"]["text"][0].splitlines() if line.startswith("step ")]
-    losses = [{k: float(v) for k, v in re.findall(r"(\w+)=([-\w.+]+)", line) if k != "alpha"} for line in lines]
-    assert [int(line.split()[1]) for line in lines] == [0, 1, 2]
     assert all(math.isfinite(v) for step in losses for v in step.values())
     assert {"isolation", "aggregation", "presence", "attribute", "total"} <= losses[0].keys()
     assert losses[-1]["isolation"] < losses[0]["isolation"]
@@ -183,19 +191,9 @@ def test_tiny_flux_example_runs(host):
 
     import numpy as np
 
-    from tools.ui_workflow import ui_to_api
-    wf = json.loads((ROOT / "example_workflows" / "ai_t2i_tiny_flux_comparison.json").read_text())
-    graph = ui_to_api(wf, host.nodes.NODE_CLASS_MAPPINGS)
+    graph, outputs, vanilla, guided, losses = _run_short(host, "ai_t2i_tiny_flux_comparison")
     assert graph["1"]["inputs"]["model_name"] == TINY_FLUX.name
-    for node in graph.values():  # a short run: 6 steps, of which end_percent 0.5 guides 0, 1, 2
-        if "steps" in node["inputs"]:
-            node["inputs"]["steps"] = 6
-    outputs = host.run(graph)
-    vanilla, guided = _saved_images(host, outputs, "10")  # ImageBatch(vanilla, AI-T2I)
     assert np.abs(vanilla - guided).mean() > 2.0  # of 255: the guidance changed the image
-    lines = [line for line in outputs["6"]["text"][0].splitlines() if line.startswith("step ")]
-    losses = [{k: float(v) for k, v in re.findall(r"(\w+)=([-\w.+]+)", line) if k != "alpha"} for line in lines]
-    assert [int(line.split()[1]) for line in lines] == [0, 1, 2]
     assert all(math.isfinite(v) for step in losses for v in step.values())
     assert {"isolation", "aggregation", "total"} <= losses[0].keys()
     tiles = _saved_images(host, outputs, "11")  # step 0 (circle, square), step 2 (circle, square)
