@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -288,3 +289,80 @@ def joint_attention_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tup
     native = JOINT_NATIVE_DTYPE and kernel == "cuda" and q.dtype in (torch.float16, torch.bfloat16)
     q_image = q[:, :, queries[0]:queries[1]]
     return _JointProbabilities.apply(q_image, k, columns[0], columns[1], bias, kernel, native)
+
+
+def _text_chunk(q: torch.Tensor, k_text: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Head-averaged softmax of q's queries over k_text's keys alone. q: (B, heads, n, d),
+    k_text: (B, heads, T, d), float32; bias: None or additive float32 broadcastable to
+    (B, heads, n, T). Returns (B, n, T)."""
+    scores = torch.einsum("bhnd,bhtd->bhnt", q, k_text) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
+    return scores.softmax(dim=-1).mean(dim=1)
+
+
+def text_attention_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
+                                 columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The image-to-text probabilities of a softmax over the text keys ALONE, per head, then
+    head-averaged: what a cross-attention with the block's own projections would attend (the
+    rule of Attend-and-Excite's ports to SD3). Each row sums to 1 over the text columns.
+
+    Same arguments and result as `joint_attention_probabilities`: q, k (B, heads, L, d);
+    queries, columns = (first, stop); mask broadcastable to (B, heads, L, L). Returns
+    (B, queries, columns) float32. The (queries x columns) scores are made chunk by chunk
+    (JOINT_QUERY_CHUNK rows) and, with gradients on, recomputed in the backward: only q and k
+    are kept, as on the explicit joint path.
+    """
+    q_image = q[:, :, queries[0]:queries[1]].float()
+    k_text = k[:, :, columns[0]:columns[1]].float()
+    bias = None
+    if mask is not None:
+        bias = _additive_mask(mask.to(q.device), queries, k.shape[2])[..., columns[0]:columns[1]]
+    grad = torch.is_grad_enabled() and (q_image.requires_grad or k_text.requires_grad)
+    chunks = []
+    for first in range(0, q_image.shape[2], JOINT_QUERY_CHUNK):
+        qc = q_image[:, :, first:first + JOINT_QUERY_CHUNK]
+        b = bias if bias is None or bias.shape[-2] == 1 else bias[..., first:first + qc.shape[2], :]
+        if grad:
+            chunks.append(torch.utils.checkpoint.checkpoint(_text_chunk, qc, k_text, b, use_reentrant=False))
+        else:
+            chunks.append(_text_chunk(qc, k_text, b))
+    return torch.cat(chunks, dim=1)
+
+
+# -- how a joint block's probabilities become the loss's maps -------------------------------------
+
+@dataclass(frozen=True)
+class JointMapRule:
+    """How a joint-attention (MM-DiT) block's image-to-text attention is read as maps.
+
+    keys:    "all": the joint softmax over every key of the [text, image] sequence, the
+             attention's own probabilities; "text": a softmax over the text keys alone.
+    sharpen: each subject's map (the one aggregation and isolation read) is blurred (3x3,
+             sigma 1), cubed and normalised to sum 1 over the image, as FOCUS (SD3.5 and
+             Flux) shapes its maps before its loss; the presence map is left as it is.
+    """
+
+    keys: str
+    sharpen: bool = False
+
+
+# The rules the joint_map setting names. "joint softmax" is what the pack has read since it
+# first guided SD3 and Flux; the others are the two published alternatives on these models.
+JOINT_MAP_RULES = {
+    "joint softmax": JointMapRule("all"),
+    "text softmax": JointMapRule("text"),
+    "sharpened joint softmax": JointMapRule("all", sharpen=True),
+}
+DEFAULT_JOINT_MAP = "joint softmax"
+
+
+def joint_map_probabilities(keys: str, q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
+                            columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, queries, columns) image-to-text probabilities under JointMapRule.keys ("all" or
+    "text"); arguments as `joint_attention_probabilities`."""
+    if keys == "all":
+        return joint_attention_probabilities(q, k, queries, columns, mask)
+    if keys == "text":
+        return text_attention_probabilities(q, k, queries, columns, mask)
+    raise ValueError(f"unknown joint map keys {keys!r}: use 'all' or 'text'")

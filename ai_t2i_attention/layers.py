@@ -34,9 +34,14 @@ from typing import Callable, Optional, Sequence
 LEVELS = ("auto", "1/1", "1/2", "1/4", "1/8")
 LAYER_SETS = {"down+up": ("input", "output"), "down": ("input",), "up": ("output",),
               "down+mid+up": ("input", "middle", "output"),
-              "joint": ("double",), "joint+single": ("double", "single")}
+              "joint": ("double",), "joint+single": ("double", "single"),
+              "joint early": ("double",), "joint middle": ("double",), "joint late": ("double",)}
 UNET_SETS = ("down+up", "down", "up", "down+mid+up")
-DIT_SETS = ("joint", "joint+single")
+# Bands of the joint blocks: third k of n blocks is blocks n*k//3 up to n*(k+1)//3 (Flux.1's 19:
+# 0-5, 6-11, 12-18; SD3.5 Medium's 24: 0-7, 8-15, 16-23). JEDI reads SD3.5's blocks 4-15, so
+# where in the stack the words are best grounded is an open question these sets let one measure.
+JOINT_BANDS = {"joint early": 0, "joint middle": 1, "joint late": 2}
+DIT_SETS = ("joint", "joint+single", *JOINT_BANDS)
 # Layer set "auto" reads the reference's down and up blocks, unless the guidance pass would
 # then run more than this fraction of the UNet's forward (SDXL: its up-block maps come after
 # ~78% of it), and the down blocks alone otherwise. Why 0.7: with half of the steps guided, a
@@ -105,6 +110,8 @@ def layers_of_set(layers: Sequence[Layer], latent_hw: tuple[int, int], level: st
         raise LayerChoiceError(f"the model has no cross-attention in the {layer_set} blocks; choose layers "
                                "'down+mid+up'")
     if dit:
+        if layer_set in JOINT_BANDS:
+            usable = _band(usable, JOINT_BANDS[layer_set], layer_set)
         return _pooled(usable, latent_hw, level)
     h, w = latent_hw
     if level == "auto":
@@ -140,6 +147,17 @@ def choose_layers(layers: Sequence[Layer], latent_hw: tuple[int, int], level: st
         return layers_of_set(layers, latent_hw, level, "down")
     except LayerChoiceError:  # no down-block layers at that level: the costlier set is the only one
         return chosen
+
+
+def _band(layers: Sequence[Layer], k: int, name: str) -> list[Layer]:
+    """The layers of the k-th third (0, 1, 2) of the blocks that `layers` span, in order."""
+    blocks = list(dict.fromkeys(l.key[:2] for l in layers))
+    n = len(blocks)
+    kept = set(blocks[n * k // 3:n * (k + 1) // 3])
+    if not kept:
+        raise LayerChoiceError(f"this model has {n} joint block{'s' if n != 1 else ''}, too few for a third "
+                               f"'{name}'; choose layers 'joint'")
+    return [l for l in layers if l.key[:2] in kept]
 
 
 def _pooled(layers: Sequence[Layer], latent_hw: tuple[int, int], level: str) -> list[Layer]:

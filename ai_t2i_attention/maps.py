@@ -160,17 +160,29 @@ class SubjectMaps:
     previous: Optional[torch.Tensor] = None
 
 
+def sharpened(maps: torch.Tensor) -> torch.Tensor:
+    """FOCUS's shaping of (B, S, H, W) maps: blurred 3x3 with a textbook Gaussian of sigma 1
+    (gaussian_kernel's sigma is 1/sqrt(2) of that, see there), cubed (peaks stand out) and
+    normalised to sum 1 over the image. Returns (B, S, H, W)."""
+    blurred = gaussian_smooth(maps, 3, sigma=1 / math.sqrt(2)).clamp_min(0.0) ** 3
+    return blurred / blurred.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+
 def subject_maps(avg: torch.Tensor, groups: TokenGroups, temperature: float = 100.0,
-                 regions: Optional[torch.Tensor] = None, previous: Optional[torch.Tensor] = None) -> SubjectMaps:
+                 regions: Optional[torch.Tensor] = None, previous: Optional[torch.Tensor] = None,
+                 sharpen: bool = False) -> SubjectMaps:
     """Turn averaged (B, H, W, T) probabilities into SubjectMaps (float32, or float64 when
     given float64: the reference vectors are checked that way). regions (B or 1, S, H, W)
-    and previous (B, S, H, W) are the host's, carried into the maps as they are."""
+    and previous (B, S, H, W) are the host's, carried into the maps as they are. sharpen:
+    the raw subject maps are `sharpened` (a joint-attention map rule, JointMapRule)."""
     avg = avg if avg.dtype == torch.float64 else avg.float()
     t = avg.shape[-1]
     for cols in groups.subjects + tuple(c for c, _ in groups.attributes):
         if not cols or max(cols) >= t:
             raise ValueError(f"token columns {cols} do not fit a context of {t} tokens")
     raw = torch.stack([avg[..., list(c)].mean(-1) for c in groups.subjects], dim=1)
+    if sharpen:
+        raw = sharpened(raw)
 
     text = list(groups.text_columns) or list(range(1, t - 1))
     renorm = (avg[..., text] * temperature).softmax(dim=-1)  # (B, H, W, len(text))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .joint_maps import DEFAULT_JOINT_MAP, JOINT_MAP_RULES, JointMapRule
 from .methods import Preset, configured_preset
 from .schedule import GuidanceSchedule
 
@@ -20,6 +21,7 @@ class GuidanceSettings:
     strength: float = 1.0  # multiplies every step size; 0 turns guidance off
     level: str = "auto"
     layers: str = "auto"
+    joint_map: str = DEFAULT_JOINT_MAP  # a JOINT_MAP_RULES name: how SD3/Flux maps are read (a UNet's are its own)
     keep_maps: bool = True  # keep each guided step's maps for previews
     # Also keep the maps after each update: one extra no-grad conditional forward per guided
     # step (stopped after the last layer read), so it is off unless a preview asks for it.
@@ -30,7 +32,8 @@ class GuidanceSettings:
     @classmethod
     def from_widgets(cls, method: str, strength: float, start_percent: float, end_percent: float,
                      scale_factor: float = 20.0, isolation_metric: str = "euclidean", refinement: str = "preset",
-                     level: str = "auto", layers: str = "auto") -> GuidanceSettings:
+                     level: str = "auto", layers: str = "auto",
+                     joint_map: str = DEFAULT_JOINT_MAP) -> GuidanceSettings:
         """The settings the guided nodes' widgets ask for (nodes/options.py names them).
 
         refinement: "preset" keeps the method's own choice, "on" / "off" overrule it; "on"
@@ -43,7 +46,17 @@ class GuidanceSettings:
         if refinement == "on" and preset.refinement is None:
             raise SettingsError(f"{method} has no iterative refinement (no term of its loss says when a subject is "
                                 "present enough): set refinement to 'preset' or 'off', or choose Attend-and-Excite")
+        if joint_map not in JOINT_MAP_RULES:
+            raise SettingsError(f"unknown joint_map {joint_map!r}; choose one of {', '.join(JOINT_MAP_RULES)}")
         if refinement != "preset":
             preset = replace(preset, refine=refinement == "on")
         schedule = GuidanceSchedule(start=start_percent, end=end_percent, scale_factor=scale_factor)
-        return cls(preset=preset, schedule=schedule, strength=strength, level=level, layers=layers)
+        return cls(preset=preset, schedule=schedule, strength=strength, level=level, layers=layers,
+                   joint_map=joint_map)
+
+    @property
+    def joint_map_rule(self) -> JointMapRule:
+        """The JointMapRule that joint_map names (a SettingsError names the choices)."""
+        if self.joint_map not in JOINT_MAP_RULES:
+            raise SettingsError(f"unknown joint_map {self.joint_map!r}; choose one of {', '.join(JOINT_MAP_RULES)}")
+        return JOINT_MAP_RULES[self.joint_map]

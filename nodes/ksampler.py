@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..ai_t2i_attention.preview import before_after_tiles
 from .host.families import hooked_layers, install_hooks
 from .host.sampling import sample_with_guidance
-from .options import guidance_inputs, layers_input, settings_from_inputs
+from .options import guidance_inputs, joint_map_input, layers_input, settings_from_inputs
 from .preview_notice import unguided_tile
 
 
@@ -39,6 +39,7 @@ class AIT2IKSampler(io.ComfyNode):
                                tooltip="How much of the schedule to run (1.0 = from pure noise)."),
                 *guidance_inputs(),
                 layers_input(optional=True),
+                joint_map_input(optional=True),
             ],
             outputs=[
                 io.Latent.Output(tooltip="The denoised latent."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ai_t2i_attention import PRESETS, GuidanceSettings, SettingsError
+from ..ai_t2i_attention.joint_maps import DEFAULT_JOINT_MAP, JOINT_MAP_RULES
 from ..ai_t2i_attention.layers import AUTO_WORK_BUDGET, LAYER_SETS, LEVELS
 from ..ai_t2i_attention.settings import REFINEMENT_CHOICES
 from .host.errors import GuidanceError
@@ -23,8 +24,16 @@ LAYERS_TOOLTIP = (
     "sampling. With a ControlNet auto reads down+up (its residuals join on the up path). The run log names "
     "the layers read. 'down' is the cheapest: the pass stops right after the down blocks. SD3/SD3.5 and Flux.1 "
     "(joint-attention models): 'joint' reads every joint (Flux: double-stream) block, 'joint+single' adds Flux's "
-    "single-stream blocks; auto reads the joint blocks, only the first ones where reading all would run more "
+    "single-stream blocks, 'joint early' / 'joint middle' / 'joint late' read a third of the joint blocks; auto reads the joint blocks, only the first ones where reading all would run more "
     f"than {AUTO_WORK_BUDGET:.0%} of the network (SD3, whose joint blocks are the whole network).")
+
+
+JOINT_MAP_TOOLTIP = (
+    "SD3/SD3.5 and Flux.1 only (a UNet's maps are its cross-attention's, a softmax over the text already): how a "
+    "joint-attention block's image-to-word attention becomes a subject's map. 'joint softmax': the attention's own "
+    "probabilities, a softmax over every text and image token. 'text softmax': a softmax over the text tokens alone, "
+    "as Attend-and-Excite's SD3 ports read it. 'sharpened joint softmax': the joint softmax, each subject's map "
+    "blurred, cubed and normalised over the image, as FOCUS shapes its maps.")
 
 
 def guidance_inputs() -> list:
@@ -46,8 +55,13 @@ def layers_input(optional: bool = False):
                           tooltip=LAYERS_TOOLTIP)
 
 
+def joint_map_input(optional: bool = False):
+    return io.Combo.Input("joint_map", options=list(JOINT_MAP_RULES), default=DEFAULT_JOINT_MAP, optional=optional,
+                          tooltip=JOINT_MAP_TOOLTIP)
+
+
 def advanced_inputs() -> list:
-    """The guided sampler's further widgets (the one-node KSampler offers only ``layers``)."""
+    """The guided sampler's further widgets (the one-node KSampler offers ``layers`` and ``joint_map``)."""
     return [
         io.Float.Input("scale_factor", default=20.0, min=0.0, max=200.0, step=0.5, tooltip=(
             "Base step size: step i moves the latent by scale_factor * sqrt(s_i) * gradient, s going 1.0 -> 0.5.")),
@@ -64,6 +78,7 @@ def advanced_inputs() -> list:
             "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px). SD3/Flux attend on one latent/2 grid, "
             "which is average-pooled: auto to about 16x16, 1/4 or 1/8 by that factor (1/1 is not available).")),
         layers_input(),
+        joint_map_input(),
     ]
 
 

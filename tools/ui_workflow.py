@@ -96,7 +96,8 @@ def ui_to_api(workflow: dict, node_classes: dict) -> dict:
     """A UI workflow -> an API graph, checking it against the node definitions.
 
     Raises ValueError naming the node and input for: an unknown node type, a widget
-    count that does not match, a widget value of the wrong type or out of range, a link
+    count that does not match (fewer values are the node's widgets before some were added at
+    its end: those take their defaults, as on the page), a widget value of the wrong type or out of range, a link
     whose type does not match the input, a required input left unconnected.
     """
     by_id = {n["id"]: n for n in workflow["nodes"]}
@@ -109,7 +110,15 @@ def ui_to_api(workflow: dict, node_classes: dict) -> dict:
             raise ValueError(f"node #{n['id']}: '{n['type']}' is not installed")
         cls = node_classes[n["type"]]
         names = widget_names(cls)
-        values = n.get("widgets_values", [])
+        values = list(n.get("widgets_values", []))
+        if len(values) < len(names):
+            # A workflow saved before a node gained widgets at its end: the page keeps those
+            # widgets at their defaults (it assigns the saved values by position), and so does this.
+            defaults = {name: opts.get("default") for name, kind, opts in _inputs(cls) if is_widget(kind)}
+            added = names[len(values):]
+            if any(name is None or defaults.get(name) is None for name in added):
+                raise ValueError(f"node #{n['id']} {n['type']}: {len(values)} widget values, the node has {len(names)}")
+            values += [defaults[name] for name in added]
         if len(values) != len(names):
             raise ValueError(f"node #{n['id']} {n['type']}: {len(values)} widget values, the node has {len(names)}")
         inputs = {}

@@ -108,6 +108,13 @@ UNET_SETS = ("down", "down+up")  # the layer sets measured by default, per famil
 DIT_SETS = ("joint", "joint+single")
 
 
+def split_reading(reading: str) -> tuple[str, str]:
+    """A measured reading, "layer set" or "layer set@joint map rule" (a JOINT_MAP_RULES name,
+    e.g. "joint@text softmax"), as (layer set, rule); the rule defaults to the pack's."""
+    layer_set, _, rule = reading.partition("@")
+    return layer_set, rule or "joint softmax"
+
+
 def default_levels(model_sampling) -> tuple:
     """The levels of the model's sampling: flow matching (CONST: the DiT) or SD's discrete schedule."""
     import comfy.model_sampling
@@ -175,13 +182,18 @@ class Probe:
         """(1, C, h, w): clean latent x0 noised to sigma as the host's sampler noises one."""
         return self.model_sampling.noise_scaling(sigma, noise, x0)
 
-    def layers_of(self, layer_set: str, hw: tuple[int, int]) -> list:
-        if layer_set not in self.layers:
+    def layers_of(self, reading: str, hw: tuple[int, int]) -> list:
+        layer_set, _ = split_reading(reading)
+        if reading not in self.layers:
             work = self.family.work(hw, 77)
             share = lambda ls: self.structure.work_until(work, [l.key for l in ls])  # noqa: E731
-            self.layers[layer_set] = self.policy.choose_layers(
+            self.layers[reading] = self.policy.choose_layers(
                 self.families.hooked_layers(self.patched.model_options), hw, "auto", layer_set, share)
-        return self.layers[layer_set]
+        return self.layers[reading]
+
+    def rule(self, reading: str):
+        """The JointMapRule of a reading (split_reading)."""
+        return _pack_module("ai_t2i_attention.joint_maps").JOINT_MAP_RULES[split_reading(reading)[1]]
 
     def denoised_image(self, x0, cond: dict, sigma, noise):
         """(H, W, 3) float in [0, 1]: the conditional denoised estimate at sigma, decoded."""
@@ -191,7 +203,8 @@ class Probe:
         return self.vae.decode(self.patched.model.process_latent_out(den))[0].clamp(0, 1).double()
 
     def maps(self, x0, cond: dict, sigma, noise, layer_set: str):
-        """(1, h, w, T) averaged probabilities of `layer_set` at sigma for clean latent x0."""
+        """(1, h, w, T) averaged probabilities of the reading `layer_set` (split_reading) at
+        sigma for clean latent x0."""
         import torch
         import comfy.model_management
         hw = tuple(x0.shape[-2:])
@@ -200,7 +213,8 @@ class Probe:
         text = cond["c_crossattn"]
         mo = self.guidance_pass.pass_options(self.patched.model_options, recorder, self.family,
                                              self.families.hooked_layers(self.patched.model_options),
-                                             hw, text.shape[1], fused_attention=True)
+                                             hw, text.shape[1], fused_attention=True,
+                                             joint_keys=self.rule(layer_set).keys)
         comfy.model_management.load_models_gpu([self.patched])
         with torch.no_grad():
             try:
@@ -211,10 +225,12 @@ class Probe:
         return self.family.maps(recorder.average(), layers)
 
 
-def measure(avg, groups, text_columns, masks, joint: bool = False):
+def measure(avg, groups, text_columns, masks, joint: bool = False, sharpen: bool = False):
     """Metrics of one (1, h, w, T) map stack against two object masks (2, H, W) bool.
     joint: the maps are a joint attention's text columns (softmax over text and image keys),
-    so the shares also give the image keys' part, the rest of each pixel's attention."""
+    so the shares also give the image keys' part, the rest of each pixel's attention.
+    sharpen: the subject maps are measured as the loss reads them under a sharpening rule
+    (maps.sharpened)."""
     import torch
     import torch.nn.functional as F
     h, w, t = avg.shape[1:]
@@ -227,6 +243,8 @@ def measure(avg, groups, text_columns, masks, joint: bool = False):
         share["image"] = float(1 - a.sum(-1).mean())
     cover = F.interpolate(torch.from_numpy(masks.astype(np.float64))[None], size=(h, w), mode="area")[0]  # (2, h, w)
     subj = torch.stack([a[..., list(c)].mean(-1) for c in groups.subjects])  # (2, h, w)
+    if sharpen:
+        subj = _pack_module("ai_t2i_attention.maps").sharpened(subj[None])[0]
     out = {"share": share, "ratio": [], "pointing": [], "cosine": None}
     for s in range(2):
         o = 1 - s
@@ -357,7 +375,8 @@ def run(model_path, layer_sets=None, n_scenes=48, seed=0, methods=("vanilla",), 
                     est = probe.denoised_image(x0, cond, sigma, noise)
                     finds = colour_pointing(est, [scenes.COLORS[c] for _, c in subjects], masks, x0.shape[-2:])
                 for ls in layer_sets:
-                    m = measure(probe.maps(x0, cond, sigma, noise, ls), groups, text_cols, masks, probe.joint)
+                    m = measure(probe.maps(x0, cond, sigma, noise, ls), groups, text_cols, masks, probe.joint,
+                                probe.rule(ls).sharpen)
                     m["x0_pointing"] = finds
                     for into in into_kinds:
                         acc[(ls, into, lv.label)].append(m)
@@ -430,7 +449,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="tiny model file (default: the pack's embedded model)")
     ap.add_argument("--layers", default=None,
-                    help="comma separated layer sets (UNet: auto, down, down+up, ...; DiT: auto, joint, joint+single); "
+                    help="comma separated layer sets (UNet: auto, down, down+up, ...; DiT: auto, joint, joint+single, "
+                         "joint early/middle/late, each optionally @ a joint map rule: 'joint@text softmax'); "
                          f"default {','.join(UNET_SETS)} on a UNet, {','.join(DIT_SETS)} on a DiT")
     ap.add_argument("--timesteps", default=None,
                     help=f"comma separated timesteps t of a discrete (eps) model's schedule; the UNet's default "

@@ -96,10 +96,10 @@ SINGLE_GRID: list[PromptSpec] = [
 
 # Settings that must match for lines of one results.jsonl to be comparable.
 RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "job", "noise_seed", "model", "model_sha256", "strength",
-            "end_percent", "layers")
+            "end_percent", "layers", "joint_map")
 # Rows written before a setting existed were made with its value then; the model's digest
 # was not kept, so such rows never match a run that knows it (two models can share a name).
-LEGACY_VALUES = {"layers": "down+up", "model_sha256": None}
+LEGACY_VALUES = {"layers": "down+up", "model_sha256": None, "joint_map": "joint softmax"}
 
 
 def run_settings(args) -> dict:
@@ -128,7 +128,7 @@ def _n(class_type: str, **inputs) -> dict:
 
 def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int, batch: int, steps: int,
                 cfg: float, sampler: str, scheduler: str, strength: float, end_percent: float,
-                prefix: str, layers: str = "auto") -> dict:
+                prefix: str, layers: str = "auto", joint_map: str = "joint softmax") -> dict:
     """The API-format graph of one job. The saved images are node "7"'s output."""
     node_method = METHODS[method]
     g = {
@@ -143,7 +143,7 @@ def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int,
         g["5"] = _n("KSampler", **common)
     else:
         g["5"] = _n("AIT2IKSampler", method=node_method, strength=strength, start_percent=0.0,
-                    end_percent=end_percent, layers=layers, **common)
+                    end_percent=end_percent, layers=layers, joint_map=joint_map, **common)
     g["6"] = _n("VAEDecode", samples=["5", 0], vae=["1", 2])
     g["7"] = _n("SaveImage", images=["6", 0], filename_prefix=prefix)
     return g
@@ -309,7 +309,7 @@ def run_job(executor, spec: PromptSpec, p: int, method: str, seed_ids: list[int]
     batch = len(seed_ids) if args.job == "seed" else args.seeds
     graph = build_graph(spec, method, args.model.name, noise_seed, batch, args.steps, args.cfg, args.sampler,
                         args.scheduler, args.strength, args.end_percent, prefix=f"shapesbench_p{p:02d}_{method}",
-                        layers=args.layers)
+                        layers=args.layers, joint_map=args.joint_map)
     t0 = time.perf_counter()
     images = executor.run(graph)
     seconds = time.perf_counter() - t0
@@ -655,6 +655,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--end-percent", type=float, default=0.5, help="guidance stops at this fraction of the steps")
     ap.add_argument("--layers", default="auto", help="layer set the guided methods read (rows made before 'auto' "
                                                      "existed read down+up)")
+    ap.add_argument("--joint-map", default="joint softmax",
+                    help="how a joint-attention (DiT) model's maps are read: a JOINT_MAP_RULES name "
+                         "(joint softmax, text softmax, sharpened joint softmax); a UNet ignores it")
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="the tiny model file (see the docstring)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (in-process runs)")
     ap.add_argument("--single", action="store_true", help="run the one-object prompts instead of EVAL_PROMPTS")

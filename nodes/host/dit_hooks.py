@@ -26,7 +26,7 @@ import torch
 from comfy.ldm.modules.attention import get_attention_function
 from torch.profiler import record_function
 
-from ...ai_t2i_attention import joint_attention_probabilities
+from ...ai_t2i_attention.joint_maps import joint_map_probabilities
 from .keys import BLOCK_KEY, JOINT_LAYOUT_KEY, RECORDER_KEY, RUN_BLOCK_KEY, record_layer
 
 
@@ -97,15 +97,16 @@ class JointAttentionOverride:
 
     In a block the recorder wants, the call whose queries cover the whole joint sequence
     (not SD3.5's image-only second attention) is recorded: softmax(QK^T / sqrt(d)) of the
-    image queries over all keys, head-averaged, the text columns kept -> (B, h*w, T) at
-    the patch grid. After the last wanted block it ends the forward (stop_early). The
+    image queries over all keys (keys "all"; "text": over the text keys alone), head-averaged,
+    the text columns kept -> (B, h*w, T) at the patch grid. After the last wanted block it ends the forward (stop_early). The
     output is the host's: its PyTorch attention (fused: a differentiable kernel with a
     cheap backward, whatever override another pack set) or, unfused, the override that
     was set before (else the host's default kernel)."""
 
-    def __init__(self, previous: Optional[Callable] = None, fused: bool = True):
+    def __init__(self, previous: Optional[Callable] = None, fused: bool = True, keys: str = "all"):
         self.previous = previous
         self.fused = fused
+        self.keys = keys  # the map's softmax: over "all" keys (the attention's own) or the "text" keys
 
     def __call__(self, func, *args, **kwargs):
         to = kwargs.get("transformer_options") or {}
@@ -117,7 +118,7 @@ class JointAttentionOverride:
                 if mask is not None and mask.ndim == 3:  # (B, L, L): one mask for all heads
                     mask = mask.unsqueeze(1)
                 with record_function("ai_t2i.maps"):
-                    record_layer(recorder, key, joint_attention_probabilities(q, k, layout.image, layout.text, mask),
+                    record_layer(recorder, key, joint_map_probabilities(self.keys, q, k, layout.image, layout.text, mask),
                                  layout.grid)
         if self.fused:
             return get_attention_function("pytorch", func)(*args, **kwargs)
@@ -137,10 +138,13 @@ def _heads_first(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]
     return (q.reshape(b, q.shape[1], heads, -1).transpose(1, 2), k.reshape(b, k.shape[1], heads, -1).transpose(1, 2))
 
 
-def dit_pass_options(to: dict, layout: JointLayout, run_block: Optional[Callable], fused_attention: bool) -> None:
+def dit_pass_options(to: dict, layout: JointLayout, run_block: Optional[Callable], fused_attention: bool,
+                     joint_keys: str = "all") -> None:
     """A DiT guidance pass's own entries in its copy of transformer_options `to`: the token
-    layout, the recording attention override and, for checkpointed kinds, run_block."""
+    layout, the recording attention override (its maps a softmax over `joint_keys`, "all" or
+    "text") and, for checkpointed kinds, run_block."""
     to[JOINT_LAYOUT_KEY] = layout
     if run_block is not None:
         to[RUN_BLOCK_KEY] = run_block
-    to["optimized_attention_override"] = JointAttentionOverride(to.get("optimized_attention_override"), fused_attention)
+    to["optimized_attention_override"] = JointAttentionOverride(to.get("optimized_attention_override"), fused_attention,
+                                                               joint_keys)

@@ -57,8 +57,11 @@ class Family(Protocol):
     def work(self, latent_hw: tuple[int, int], text_tokens: int) -> list[tuple[Optional[Key], float]]:
         """(key, work) of every part of the forward at latent size (h, w), in execution order."""
 
-    def add_pass_options(self, to: dict, latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool) -> None:
-        """The family's own entries in a guidance pass's copy of transformer_options."""
+    def add_pass_options(self, to: dict, latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool,
+                         joint_keys: str = "all") -> None:
+        """The family's own entries in a guidance pass's copy of transformer_options. joint_keys:
+        which keys a joint attention's map is a softmax over (JointMapRule.keys); a UNet's
+        cross-attention has text keys only, so it does not read it."""
 
     def maps(self, recorded: torch.Tensor, layers: Sequence[Layer]) -> torch.Tensor:
         """(B, H, W, T) maps at the chosen layers' level, from what the hooks recorded."""
@@ -89,7 +92,8 @@ class UNetFamily:
     def work(self, latent_hw: tuple[int, int], text_tokens: int) -> list[tuple[Optional[Key], float]]:
         return unet_work(self.model.diffusion_model, latent_hw)
 
-    def add_pass_options(self, to: dict, latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool) -> None:
+    def add_pass_options(self, to: dict, latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool,
+                         joint_keys: str = "all") -> None:
         unet_pass_options(to, fused_attention)
 
     def maps(self, recorded: torch.Tensor, layers: Sequence[Layer]) -> torch.Tensor:
@@ -132,11 +136,12 @@ class DiTFamily:
         text = (kind.registers, kind.registers + text_tokens)
         return JointLayout(text, (text[1], text[1] + grid[0] * grid[1]), grid)
 
-    def add_pass_options(self, to: dict, latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool) -> None:
+    def add_pass_options(self, to: dict, latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool,
+                         joint_keys: str = "all") -> None:
         run: Optional[Callable] = None
         if dit_kind(self.model).checkpointed:
             run = lambda key, args: run_block(self.model, key, args)  # noqa: E731
-        dit_pass_options(to, self.layout(latent_hw, text_tokens), run, fused_attention)
+        dit_pass_options(to, self.layout(latent_hw, text_tokens), run, fused_attention, joint_keys)
 
     def maps(self, recorded: torch.Tensor, layers: Sequence[Layer]) -> torch.Tensor:
         return pool_maps(recorded, layers[0].factor // dit_kind(self.model).patch)

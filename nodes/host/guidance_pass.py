@@ -52,7 +52,7 @@ def input_scale(model_sampling, sigma: torch.Tensor, x: torch.Tensor) -> torch.T
 
 
 def pass_options(model_options: dict, recorder: AttentionRecorder, family: Family, hooked: Sequence[Layer],
-                 latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool) -> dict:
+                 latent_hw: tuple[int, int], text_tokens: int, fused_attention: bool, joint_keys: str = "all") -> dict:
     """A copy of model_options for one guidance pass: the recorder, the family's own entries,
     and the family's hook on every layer the pass needs.
 
@@ -71,7 +71,7 @@ def pass_options(model_options: dict, recorder: AttentionRecorder, family: Famil
         replace[family.patch_kind] = slots
         to["patches_replace"] = replace
     to[RECORDER_KEY] = recorder
-    family.add_pass_options(to, latent_hw, text_tokens, fused_attention)
+    family.add_pass_options(to, latent_hw, text_tokens, fused_attention, joint_keys)
     mo["transformer_options"] = to
     return mo
 
@@ -104,7 +104,7 @@ class GuidancePass:
     """
 
     def __init__(self, guider, entry: dict, hooked: Sequence[Layer], stop_early: bool = True,
-                 fused_attention: bool = True):
+                 fused_attention: bool = True, joint_keys: str = "all"):
         self.model = guider.inner_model
         try:
             self.family = family_of(self.model)
@@ -115,6 +115,7 @@ class GuidancePass:
         self.text_tokens = context_tokens(entry)
         self.stop_early = stop_early  # end the forward after the last layer read
         self.fused_attention = fused_attention
+        self.joint_keys = joint_keys  # a joint-attention model's maps: softmax over "all" keys or the "text" keys
         make_grad_capable(self.model.diffusion_model)
         for module in control_modules(entry):
             make_grad_capable(module)
@@ -136,5 +137,5 @@ class GuidancePass:
         prompt's branch. Differentiable in x when the caller enables gradients."""
         recorder = AttentionRecorder(frozenset(l.key for l in layers), stop_early=self.stop_early)
         mo = pass_options(model_options, recorder, self.family, self.hooked, tuple(x.shape[-2:]), self.text_tokens,
-                          self.fused_attention)
+                          self.fused_attention, self.joint_keys)
         return self.family.maps(recorded_forward(self.model, self.entry, x, sigma, mo, recorder, self.family), layers)

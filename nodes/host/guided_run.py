@@ -21,6 +21,7 @@ import comfy.model_management
 
 from ...ai_t2i_attention import (LOSSES, GuidanceSettings, LossWeights, RunRecord, SubjectMaps, TokenGroups,
                                  guided_update, subject_maps)
+from ...ai_t2i_attention.joint_maps import DEFAULT_JOINT_MAP
 from ...ai_t2i_attention.layers import Layer, LayerChoiceError, choose_layers, describe_layers, map_size
 from .conditioning import entry_layout, has_control, subject_entry, subject_names
 from .errors import GuidanceError
@@ -38,7 +39,8 @@ def prepare_run(settings: GuidanceSettings, guider, sigmas: torch.Tensor, noise:
     hooked = patched_layers(guider.model_options)
     entry, groups = subject_entry(guider.conds)
     layout, weights = entry_layout(entry, settings.preset)
-    guidance_pass = GuidancePass(guider, entry, hooked, settings.stop_early, settings.fused_attention)
+    guidance_pass = GuidancePass(guider, entry, hooked, settings.stop_early, settings.fused_attention,
+                                 settings.joint_map_rule.keys)
     batch, hw = noise.shape[0], tuple(noise.shape[-2:])
     share = lambda chosen: guidance_pass.work_share(hw, chosen)  # noqa: E731
     try:
@@ -48,6 +50,8 @@ def prepare_run(settings: GuidanceSettings, guider, sigmas: torch.Tensor, noise:
         raise GuidanceError(str(e)) from None
     record.subjects = subject_names(entry)
     record.layers = describe_layers(layers)
+    if any(l.pool for l in layers) and settings.joint_map != DEFAULT_JOINT_MAP:  # how a DiT's maps were read
+        record.layers += f" as {settings.joint_map}"
     record.pass_work = share(layers) if settings.stop_early else 1.0
     record.map_size = map_size(hw, layers[0].factor)  # the chosen layers share one level
     regions = None  # (B, S, H, W) at the map size: the layout's, made once
@@ -135,7 +139,8 @@ class GuidedRun:
             raise RuntimeError(f"the guidance pass gave {tuple(avg.shape[1:3])} maps, where the latent's size "
                                f"gives {self.record.map_size} at the layers read")
         with record_function("ai_t2i.loss"):  # the subject maps are the loss's first part
-            return subject_maps(avg, self.groups, regions=self.regions, previous=self.previous_maps)
+            return subject_maps(avg, self.groups, regions=self.regions, previous=self.previous_maps,
+                                sharpen=self.settings.joint_map_rule.sharpen)
 
     def _terms(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
         """The method's loss terms {term: (B,)} at latent x, from one guidance pass with gradients."""

@@ -63,6 +63,61 @@ def test_joint_probabilities_honour_a_mask():
     assert (p[..., :3] > unmasked[..., :3]).all()
 
 
+def _hand_text(q, k, rows, cols, bias=None):
+    """Loops: per image, per head, softmax over the text keys alone, mean over heads."""
+    b, h = q.shape[:2]
+    out = torch.zeros(b, rows[1] - rows[0], cols[1] - cols[0], dtype=torch.float64)
+    for bi in range(b):
+        for hi in range(h):
+            s = q[bi, hi, rows[0]:rows[1]].double() @ k[bi, hi, cols[0]:cols[1]].double().T / math.sqrt(q.shape[-1])
+            out[bi] += torch.softmax(s if bias is None else s + bias, dim=-1)
+    return out / h
+
+
+def test_text_rule_is_a_softmax_over_the_text_keys_alone(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 3, 20, 8, generator=g), torch.randn(2, 3, 20, 8, generator=g)
+    monkeypatch.setattr(joint_maps, "JOINT_QUERY_CHUNK", 4)  # several chunks, one partial
+    p = joint_maps.joint_map_probabilities("text", q, k, (6, 20), (0, 6))
+    assert p.shape == (2, 14, 6) and p.dtype == torch.float32
+    torch.testing.assert_close(p.double(), _hand_text(q, k, (6, 20), (0, 6)), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 14))  # every row is a distribution over the text
+    assert (p.double() - _hand_joint(q, k, (6, 20), (0, 6))).abs().max() > 1e-2
+    torch.testing.assert_close(joint_maps.joint_map_probabilities("all", q, k, (6, 20), (0, 6)),
+                               joint_attention_probabilities(q, k, (6, 20), (0, 6)))
+    with pytest.raises(ValueError, match="unknown joint map keys 'image'"):
+        joint_maps.joint_map_probabilities("image", q, k, (6, 20), (0, 6))
+
+
+def test_text_rule_honours_a_mask_and_its_chunked_gradient_is_exact(monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    q0, k0 = torch.randn(1, 2, 12, 4, generator=g), torch.randn(1, 2, 12, 4, generator=g)
+    keep = torch.ones(1, 1, 12, 12, dtype=torch.bool)
+    keep[..., 3] = False  # padding the model masks out
+    w = torch.randn(1, 8, 4, generator=g)
+    out, grads = [], []
+    for chunk in (3, 1000):
+        monkeypatch.setattr(joint_maps, "JOINT_QUERY_CHUNK", chunk)
+        q, k = q0.clone().requires_grad_(), k0.clone().requires_grad_()
+        p = joint_maps.text_attention_probabilities(q, k, (4, 12), (0, 4), keep)
+        (p * w).sum().backward()
+        out.append(p.detach())
+        grads.append((q.grad, k.grad))
+    assert out[0][..., 3].abs().max() == 0  # the masked key: the other three hold each row
+    torch.testing.assert_close(out[0][..., :3].double(), _hand_text(q0, k0, (4, 12), (0, 3)), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    assert grads[0][1][:, :, 4:].abs().max() == 0 and grads[0][1][:, :, :3].abs().max() > 0  # image keys unused
+
+
+def test_joint_map_rules_table():
+    rules = joint_maps.JOINT_MAP_RULES
+    assert joint_maps.DEFAULT_JOINT_MAP == "joint softmax"
+    assert rules["joint softmax"] == joint_maps.JointMapRule("all", sharpen=False)
+    assert rules["text softmax"] == joint_maps.JointMapRule("text", sharpen=False)
+    assert rules["sharpened joint softmax"] == joint_maps.JointMapRule("all", sharpen=True)
+
+
 def test_pool_maps_means_windows_and_rounds_up():
     avg = torch.arange(5 * 6, dtype=torch.float32).reshape(1, 5, 6, 1).repeat(1, 1, 1, 2)
     pooled = pool_maps(avg, 2)
@@ -89,10 +144,32 @@ def test_dit_layer_sets_and_levels():
     assert {l.factor for l in choose_layers(DIT, (64, 64), "1/2", "joint")} == {2}  # the grid itself
     with pytest.raises(LayerChoiceError, match=r"latent/2 grid, so level 1/1 cannot be made by pooling it; levels it has: auto, 1/2, 1/4, 1/8"):
         choose_layers(DIT, (64, 64), "1/1", "joint")
-    with pytest.raises(LayerChoiceError, match=r"joint-attention \(MM-DiT\) model has no down\+up blocks; choose layers 'auto' or 'joint' or 'joint\+single'"):
+    with pytest.raises(LayerChoiceError, match=r"joint-attention \(MM-DiT\) model has no down\+up blocks; choose layers 'auto' or 'joint' or 'joint\+single' or 'joint early' or 'joint middle' or 'joint late'"):
         choose_layers(DIT, (64, 64), "auto", "down+up")
     with pytest.raises(LayerChoiceError, match="under 4x4"):
         choose_layers(DIT, (12, 12), "1/4", "joint")
+
+
+@pytest.mark.parametrize("blocks, bands", [
+    (19, ([0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11], [12, 13, 14, 15, 16, 17, 18])),  # Flux.1
+    (24, (list(range(0, 8)), list(range(8, 16)), list(range(16, 24)))),  # SD3.5 Medium
+    (4, ([0], [1], [2, 3])),  # the embedded Flux-shaped model
+])
+def test_joint_bands_are_thirds_of_the_joint_blocks(blocks, bands):
+    dit = [Layer(("double", i, 0), 2, pool=True) for i in range(blocks)] + [Layer(("single", 0, 0), 2, pool=True)]
+    for name, expected in zip(("joint early", "joint middle", "joint late"), bands):
+        chosen = choose_layers(dit, (64, 64), "auto", name)
+        assert [l.key[1] for l in chosen] == expected and {l.key[0] for l in chosen} == {"double"}
+        assert {l.factor for l in chosen} == {4}  # pooled like every joint set
+
+
+def test_a_band_of_too_few_blocks_names_the_fix():
+    two = [Layer(("double", i, 0), 2, pool=True) for i in range(2)]
+    with pytest.raises(LayerChoiceError, match="has 2 joint blocks, too few for a third 'joint early'; choose layers 'joint'"):
+        choose_layers(two, (64, 64), "auto", "joint early")
+    unet = [Layer(("input", 1, 0), 1)]
+    with pytest.raises(LayerChoiceError, match="no cross-attention in the joint late blocks"):
+        choose_layers(unet, (64, 64), "auto", "joint late")
 
 
 def test_dit_auto_set_reads_the_joint_blocks_within_the_budget():

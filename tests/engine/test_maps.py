@@ -5,7 +5,7 @@ import torch
 
 from ai_t2i_attention import (AttentionRecorder, SubjectMaps, TokenGroups, attention_probabilities,
                               gaussian_smooth, subject_maps)
-from ai_t2i_attention.maps import gaussian_kernel
+from ai_t2i_attention.maps import gaussian_kernel, sharpened
 
 
 def _hand_probs(q, k, heads):
@@ -190,6 +190,32 @@ def test_subject_maps_default_text_columns_are_the_references():
     sm = subject_maps(avg, TokenGroups(subjects=((2,),)))
     renorm = torch.softmax(avg[..., 1:-1] * 100.0, dim=-1)
     torch.testing.assert_close(sm.smoothed[:, 0], gaussian_smooth(renorm[..., 1][:, None])[:, 0])
+
+
+def test_sharpened_is_focus_blur_cube_and_normalise():
+    """A textbook Gaussian of sigma 1 (1-D weights e^-1/2 : 1 : e^-1/2), cubed, summing to 1."""
+    maps = torch.zeros(1, 2, 7, 7)
+    maps[0, 0, 3, 3] = 1.0  # one peak
+    maps[0, 1] = torch.rand(7, 7, generator=torch.Generator().manual_seed(0))
+    out = sharpened(maps)
+    assert out.shape == maps.shape and (out >= 0).all()
+    torch.testing.assert_close(out.sum(dim=(-2, -1)), torch.ones(1, 2))
+    w = torch.tensor([math.exp(-0.5), 1.0, math.exp(-0.5)])
+    blur = (w[:, None] * w[None, :]) / w.sum() ** 2
+    expected = torch.zeros(7, 7)
+    expected[2:5, 2:5] = blur ** 3
+    torch.testing.assert_close(out[0, 0], expected / expected.sum())
+    # the cube sharpens: the peak's share grows against the blur alone
+    assert out[0, 0, 3, 3] > blur[1, 1] / blur.sum()
+
+
+def test_subject_maps_sharpen_changes_raw_only():
+    g = torch.Generator().manual_seed(5)
+    avg = torch.rand(1, 8, 8, 6, generator=g)
+    groups = TokenGroups(subjects=((2,), (4,)), attributes=())
+    plain, sharp = subject_maps(avg, groups), subject_maps(avg, groups, sharpen=True)
+    torch.testing.assert_close(sharp.raw, sharpened(plain.raw))
+    torch.testing.assert_close(sharp.smoothed, plain.smoothed)  # the presence map is left as it is
 
 
 def test_subject_maps_bad_columns_raise():

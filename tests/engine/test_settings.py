@@ -27,6 +27,16 @@ def test_widgets_make_the_preset_and_schedule():
     assert (s.keep_maps, s.keep_maps_after, s.stop_early, s.fused_attention) == (True, False, True, True)
 
 
+def test_joint_map_names_a_rule_and_an_unknown_one_names_the_choices():
+    assert settings().joint_map == "joint softmax" and settings().joint_map_rule.keys == "all"
+    s = settings(joint_map="sharpened joint softmax")
+    assert (s.joint_map_rule.keys, s.joint_map_rule.sharpen) == ("all", True)
+    assert settings(joint_map="text softmax").joint_map_rule.keys == "text"
+    with pytest.raises(SettingsError, match="unknown joint_map 'cross'; choose one of joint softmax, text softmax, "
+                                            "sharpened joint softmax"):
+        settings(joint_map="cross")
+
+
 def test_refinement_preset_keeps_the_methods_own_choice():
     assert refining_steps(settings()) == {}  # AI-T2I: off, as its reference code
     assert refining_steps(settings(method="Attend-and-Excite")) == {0: (0.05, "presence", 20), 10: (0.5, "presence", 20),

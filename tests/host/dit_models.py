@@ -58,8 +58,8 @@ class Probe(comfy.samplers.Sampler):
         return noise
 
 
-def make_guidance_pass(guider, fused=True, stop_early=True):
+def make_guidance_pass(guider, fused=True, stop_early=True, joint_keys="all"):
     """The guidance pass of the guider's model on its prompt's subject entry."""
     entry, _ = conditioning.subject_entry(guider.conds)
     return guidance_pass.GuidancePass(guider, entry, guidance_pass.patched_layers(guider.model_options), stop_early,
-                                      fused)
+                                      fused, joint_keys)

@@ -13,11 +13,13 @@ from dit_models import LATENT, T, Probe, conds, make_guidance_pass, sample
 from runner import guided_sampler, options_snapshot as _snapshot, patch
 
 
-def test_recorded_map_is_the_joint_softmax(pack, dit_model):
+@pytest.mark.parametrize("joint_keys", ["all", "text"])
+def test_recorded_map_is_the_joint_softmax(pack, dit_model, joint_keys):
     """For one block, the pass's map equals softmax(QK^T / sqrt(d)) recomputed here in float64
     from the q and k of the host's own attention call, over the whole [text, image] sequence,
     image queries, text columns, head mean. q and k are caught by another pack's block patch
-    and attention override (host mechanisms only), in the very call the pass records."""
+    and attention override (host mechanisms only), in the very call the pass records.
+    joint_keys "text" (the "text softmax" map rule): the softmax is over the text keys alone."""
     name, model, pooled = dit_model
     caught = {}
 
@@ -38,7 +40,7 @@ def test_recorded_map_is_the_joint_softmax(pack, dit_model):
 
     def check(guider, sigmas, model_options, noise):
         # Unfused: the override set before ours computes the output; not stopped: that call returns.
-        p = make_guidance_pass(guider, fused=False, stop_early=False)
+        p = make_guidance_pass(guider, fused=False, stop_early=False, joint_keys=joint_keys)
         x = noise * sigmas[0]
         result["maps"] = p.attention(x, sigmas[:1], model_options, [Layer(("double", 1, 0), 2, pool=True)])
 
@@ -54,9 +56,14 @@ def test_recorded_map_is_the_joint_softmax(pack, dit_model):
     expected = probs[:, :, first_image:, registers:registers + T].mean(1).reshape(1, 16, 16, T)
     got = result["maps"]
     assert got.shape == (1, 16, 16, T)
-    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
     text_only = torch.softmax(q[:, :, first_image:] @ k[:, :, :T].transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
-    assert (got.double() - text_only.mean(1).reshape(1, 16, 16, T)).abs().max() > 1e-3  # not a text-only softmax
+    text_only = text_only.mean(1).reshape(1, 16, 16, T)
+    if joint_keys == "text":
+        expected, other = text_only, expected
+    else:
+        other = text_only
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
+    assert (got.double() - other).abs().max() > 1e-3  # the two rules give other maps
     assert got.std(dim=(1, 2)).min() > 0  # the maps vary over the image
 
 

@@ -36,13 +36,8 @@ def recorded():
 def results(pack):
     """Every run with the map path the fixture was recorded with (the explicit float32 joint map)."""
     from ai_t2i_pack.ai_t2i_attention import joint_maps
-    from ai_t2i_pack.nodes.host import dit_hooks
-    patch = pytest.MonkeyPatch()
-    patch.setattr(dit_hooks, "joint_attention_probabilities", joint_maps._explicit_joint_probabilities)
-    try:
+    with joint_maps.explicit_joint_maps():
         return run_all(pack)
-    finally:
-        patch.undo()
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,27 @@ def test_guidance_changes_the_flux_sample(pack, tiny_flux):
     assert (guided - vanilla).abs().max() > 1e-4
 
 
+def test_each_joint_map_rule_guides_the_flux_sample_and_the_log_names_it(pack, tiny_flux):
+    """The joint_map setting reaches the joint-attention guidance: each rule moves the sample
+    its own way, and a rule other than the default is named in the run log."""
+    model, clip, _ = tiny_flux
+    patched = patch(pack, model)
+    positive = encode(pack, clip, "a red circle and a blue square", "circle, square")
+    negative = plain(clip)
+    samples, logs = {}, {}
+    for rule in ("joint softmax", "text softmax", "sharpened joint softmax"):
+        sampler = guided_sampler(pack, strength=1.0, joint_map=rule)
+        samples[rule] = run(patched, sampler, positive, negative, steps=4, seed=3)
+        logs[rule] = sampler.runs.latest().log_text().splitlines()[0]
+        assert torch.isfinite(samples[rule]).all()
+    for a, b in (("joint softmax", "text softmax"), ("joint softmax", "sharpened joint softmax"),
+                 ("text softmax", "sharpened joint softmax")):
+        assert (samples[a] - samples[b]).abs().max() > 1e-5, (a, b)
+    assert "double 0, 1, 2, 3 (4 layers), guidance pass" in logs["joint softmax"]  # the default: as before
+    assert "double 0, 1, 2, 3 (4 layers) as text softmax," in logs["text softmax"]
+    assert "(4 layers) as sharpened joint softmax," in logs["sharpened joint softmax"]
+
+
 def test_config_architecture_round_trip():
     flux = tm.TinyModelConfig(architecture="flux")
     back = tm.TinyModelConfig.from_json(flux.to_json())

@@ -29,6 +29,9 @@ SAVED_WIDGETS = {
                            "attributes": "red:circle, blue:square"},
 }
 
+# Widget values of inputs added at a node's end after the file was saved: their defaults.
+ADDED_WIDGETS = {"AIT2IGuidedSampler": ["joint softmax"], "AIT2IKSampler": ["joint softmax"]}
+
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
@@ -52,8 +55,14 @@ def test_saved_widget_values_keep_their_names(host):
         if expected:
             got = {k: v for k, v in node["inputs"].items() if k in expected}
             assert got == expected, f"{node['class_type']}: saved widget values read as {got}"
+    # Widgets added at a node's end since (the samplers' joint_map) read as their defaults, as on the page.
+    for node in graph.values():
+        if node["class_type"] in ("AIT2IGuidedSampler", "AIT2IKSampler"):
+            assert node["inputs"]["joint_map"] == "joint softmax"
     again = api_to_ui(graph, host.nodes.NODE_CLASS_MAPPINGS)
-    assert [n["widgets_values"] for n in again["nodes"]] == [n["widgets_values"] for n in wf["nodes"]]
+    for saved, today in zip(wf["nodes"], again["nodes"]):
+        added = ADDED_WIDGETS.get(saved["type"], [])
+        assert today["widgets_values"] == saved["widgets_values"] + added
 
 
 @pytest.mark.skipif(not (ROOT / "models" / "ai_t2i_tiny_shapes.safetensors").exists(),
@@ -78,3 +87,22 @@ def test_saved_workflow_runs_and_gives_the_saved_images(host):
         diff = np.abs(images[name].astype(np.int16) - saved[name].astype(np.int16))
         # Same graph, same model, same noise: equal up to float rounding of other CPUs' kernels.
         assert diff.mean() < 0.5 and diff.max() <= 16, f"{name}: mean |diff| {diff.mean():.2f}, max {diff.max()}"
+
+
+def test_widget_values_that_do_not_fit_are_refused(host):
+    """Too few values read the missing ones at their defaults, as the page does; more values
+    than widgets, or a missing one with no default, are refused naming the node."""
+    from tools.ui_workflow import ui_to_api
+    wf = json.loads(SAVED.read_text())
+    prompt = next(n for n in wf["nodes"] if n["type"] == "AIT2ISubjectPrompt")
+    prompt["widgets_values"] = prompt["widgets_values"][:1]
+    assert ui_to_api(wf, host.nodes.NODE_CLASS_MAPPINGS)[str(prompt["id"])]["inputs"]["subjects"] == "cat, dog"
+    sampler = next(n for n in wf["nodes"] if n["type"] == "AIT2IGuidedSampler")
+    sampler["widgets_values"] = sampler["widgets_values"] + ["joint softmax", "extra"]
+    with pytest.raises(ValueError, match=rf"node #{sampler['id']} AIT2IGuidedSampler: 11 widget values, the node has 10"):
+        ui_to_api(wf, host.nodes.NODE_CLASS_MAPPINGS)
+    sampler["widgets_values"] = sampler["widgets_values"][:9]
+    ksampler = next(n for n in wf["nodes"] if n["type"] == "AIT2IKSampler")
+    ksampler["widgets_values"] = ksampler["widgets_values"][:5]  # up to sampler_name: scheduler has no default
+    with pytest.raises(ValueError, match=rf"node #{ksampler['id']} AIT2IKSampler: 5 widget values, the node has 13"):
+        ui_to_api(wf, host.nodes.NODE_CLASS_MAPPINGS)
