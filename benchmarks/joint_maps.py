@@ -5,6 +5,8 @@ For one joint attention of B images, `heads` heads of `head_dim`, `image` image 
     attention   the attention's own: SDPA on q, k, v, a loss on its output, backward to q, k, v
     map (new)   joint_attention_probabilities, image rows x `kept` text columns, backward to q, k
     map (old)   the previous path: every score materialised in float32, chunked, checkpointed
+    map (text softmax)  the "text softmax" map rule: a softmax over the text keys alone, every
+                text column scored (its normaliser needs them all), chunked, checkpointed
 as the median of --runs runs taken in turn (so load from other processes hits all alike), and
 prints the ratios. On CUDA the map also runs with JOINT_NATIVE_DTYPE on (kernels in the
 inputs' half precision), with its gradient's error against the old path printed, and the
@@ -85,8 +87,12 @@ def measure(batch, heads, head_dim, image, text, kept, dtype, device, runs):
         finally:
             joint_maps.JOINT_NATIVE_DTYPE = False
 
+    def text_map(q_, k_, rows_, cols_):
+        return joint_maps.text_attention_probabilities(q_, k_, rows_, (0, text))[..., cols_[0]:cols_[1]]
+
     maps = {"map (new)": joint_maps.joint_attention_probabilities,
-            "map (old)": joint_maps._explicit_joint_probabilities}
+            "map (old)": joint_maps._explicit_joint_probabilities,
+            "map (text softmax)": text_map}
     if device.type == "cuda" and dtype != torch.float32:
         maps["map (new, native dtype)"] = native_map
     steps = {"attention": lambda: _attention_step(q, k, v, upstream_attention)}
@@ -94,7 +100,7 @@ def measure(batch, heads, head_dim, image, text, kept, dtype, device, runs):
 
     reference = _map_step(maps["map (old)"], q, k, rows, cols, upstream_map)
     errors = {name: _relative_error(_map_step(fn, q, k, rows, cols, upstream_map), reference)
-              for name, fn in maps.items() if name != "map (old)"}
+              for name, fn in maps.items() if name not in ("map (old)", "map (text softmax)")}  # another quantity
     for step in steps.values():  # warm-up: kernels chosen, memory pools filled
         step()
     times = {name: [] for name in steps}

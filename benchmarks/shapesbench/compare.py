@@ -22,12 +22,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+from benchmarks.shapesbench.evaluate import _wilson, colours_found  # noqa: E402
 from benchmarks.shapesbench.run import (FAILURE_KINDS, GAIN_CI_KEYS, GAIN_HEADER, KEYS, LEGACY_VALUES,  # noqa: E402
-                                        _gain_lines, _rate_table, failure_kinds, read_results)
+                                        _gain_lines, _paired, _prompt_bootstrap, _rate_table, failure_kinds,
+                                        read_results)
 
 # Settings rows may differ in between folders (they name the row sets); every other setting
 # must agree, or the rows would not start from the same noise.
-VARYING = ("strength", "layers", "end_percent")
+VARYING = ("strength", "layers", "end_percent", "joint_map")
 SHARED = ("model", "model_sha256", "steps", "cfg", "sampler", "scheduler", "job", "noise_seed")
 
 
@@ -40,7 +42,10 @@ def labelled_rows(folders: list[pathlib.Path]) -> list[dict]:
             raise SystemExit(f"{folder / 'results.jsonl'} has no rows")
         per_folder.append((folder, rows))
     setting = lambda r, k: r.get(k, LEGACY_VALUES.get(k))  # noqa: E731
-    clash = [k for k in SHARED if len({setting(rows[0], k) for _, rows in per_folder}) > 1]
+    # One file by its digest: a model file copied under another name is the same model.
+    by_digest = all(setting(rows[0], "model_sha256") for _, rows in per_folder)
+    clash = [k for k in SHARED if len({setting(rows[0], k) for _, rows in per_folder}) > 1
+             and not (k == "model" and by_digest)]
     if clash:
         raise SystemExit(f"the folders differ in {', '.join(clash)}: their rows do not start from the same "
                          "noise and model, so they cannot be paired")
@@ -92,8 +97,39 @@ def compare_markdown(rows: list[dict], pairs: list[tuple[str, str]], folders: li
             raise SystemExit(f"no row set {missing[0]!r}; there are: {', '.join(labels)}")
         lines += _gain_lines(rows, a, b, f"{a} - {b} (all)")
         lines += _gain_lines(held, a, b, f"{a} - {b} (held-out)")
-    lines.append("")
+    lines += ["", "## Colours found (prompts naming every subject's colour; any shape)", "",
+              *colour_lines(rows, pairs), ""]
     return "\n".join(lines)
+
+
+def colour_lines(rows: list[dict], pairs: list[tuple[str, str]]) -> list[str]:
+    """"colours found" (evaluate.colours_found) on the prompts naming every subject's colour:
+    each row set's rate with its 95 % Wilson interval, seconds per image, and the paired
+    differences of `pairs` with 95 % prompt-bootstrap intervals."""
+    coloured = [{**r, "colours": colours_found(r["subjects"], r.get("detected", []))} for r in rows]
+    coloured = [r for r in coloured if r["colours"] is not None]
+    if not coloured:
+        return ["(no prompt names every subject's colour)"]
+    labels = list(dict.fromkeys(r["method"] for r in coloured))
+    lines = ["| row set | n | colours found | seconds per image |", "|---|---:|---|---:|"]
+    for m in labels:
+        sel = [r for r in coloured if r["method"] == m]
+        k = sum(bool(r["colours"]) for r in sel)
+        lo, hi = _wilson(k, len(sel))
+        sec = sum(r.get("seconds_per_image", 0.0) for r in sel) / len(sel)
+        lines.append(f"| {m} | {len(sel)} | {k / len(sel):.3f} [{lo:.2f}, {hi:.2f}] | {sec:.2f} |")
+    lines += ["", "| comparison | pairs | colours found, difference | 95% CI (prompt bootstrap) | wins / losses |",
+              "|---|---:|---:|---|---|"]
+    for a, b in pairs:
+        ra, rb = _paired(coloured, a, b)
+        if not ra:
+            continue
+        diff = (sum(bool(r["colours"]) for r in ra.values()) - sum(bool(r["colours"]) for r in rb.values())) / len(ra)
+        lo, hi = _prompt_bootstrap(ra, rb, key="colours")
+        wins = sum(ra[k]["colours"] and not rb[k]["colours"] for k in ra)
+        losses = sum(rb[k]["colours"] and not ra[k]["colours"] for k in ra)
+        lines.append(f"| {a} - {b} | {len(ra)} | {diff:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {wins} / {losses} |")
+    return lines
 
 
 def parse_pairs(text: str | None) -> list[tuple[str, str]]:

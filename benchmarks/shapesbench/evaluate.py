@@ -358,6 +358,20 @@ def score(image: np.ndarray, spec: PromptSpec, cfg: DetectConfig = DETECT_CONFIG
     }
 
 
+def colours_found(subjects, detected) -> bool | None:
+    """Every subject's colour is found as an object of its own, whatever its shape: a score
+    row's subjects [(shape, colour or None)] against its detections ["colour shape", ...].
+    Two subjects of one colour need two objects of it. None if a subject names no colour.
+    For a model that draws colour blobs rather than shapes, where "present" (shape-based)
+    cannot tell a neglected subject from a badly drawn one."""
+    from collections import Counter
+    if any(c is None for _, c in subjects):
+        return None
+    wanted = Counter(c for _, c in subjects)
+    found = Counter(d.split(" ", 1)[0] for d in detected)
+    return all(found[c] >= n for c, n in wanted.items())
+
+
 def _wilson(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95% Wilson score interval for a binomial proportion."""
     p = successes / n

@@ -159,6 +159,7 @@ class Probe:
         self.joint = self.family.patch_kind == "dit"  # a joint-attention model: maps over text and image keys
         self.model_sampling = self.patched.get_model_object("model_sampling")
         self.layers: dict = {}  # layer set -> the layers it reads (for this model's latent size)
+        self.shares: dict = {}  # layer set -> the share of the forward a guidance pass reading them runs
 
     def groups(self, caption: str, subjects: list[str]):
         prompt, tokenize_word, _ = self.tokens.tokenization(self.clip, caption)
@@ -189,6 +190,7 @@ class Probe:
             share = lambda ls: self.structure.work_until(work, [l.key for l in ls])  # noqa: E731
             self.layers[reading] = self.policy.choose_layers(
                 self.families.hooked_layers(self.patched.model_options), hw, "auto", layer_set, share)
+            self.shares[reading] = share(self.layers[reading])
         return self.layers[reading]
 
     def rule(self, reading: str):
@@ -277,7 +279,8 @@ def colour_pointing(image, colours, masks, hw) -> list:
     return out
 
 
-def _sample(probe, caption: str, subjects, seed: int, method: str, layers: str):
+def _sample(probe, caption: str, subjects, seed: int, method: str, layers: str, strength: float = 1.0,
+            joint_map: str = "joint softmax"):
     """One image's latent (1, 4, h, w): vanilla through comfy.sample as KSampler runs it, a
     guidance method through KSampler (AI-T2I) with the benchmark's settings (run.py)."""
     import torch
@@ -301,19 +304,20 @@ def _sample(probe, caption: str, subjects, seed: int, method: str, layers: str):
     pos = prompt.execute(clip=probe.clip, text=caption, **subject_prompt_inputs(spec)).result[0]
     out = sampler.execute(model=probe.patched, seed=seed, steps=20, cfg=5.0, sampler_name="euler",
                           scheduler="normal", positive=pos, negative=neg, latent_image={"samples": latent},
-                          denoise=1.0, method=METHODS[method], strength=1.0, start_percent=0.0, end_percent=0.5,
-                          layers=layers)
+                          denoise=1.0, method=METHODS[method], strength=strength, start_percent=0.0,
+                          end_percent=0.5, layers=layers, joint_map=joint_map)
     return out.result[0]["samples"]
 
 
-def own_images(probe, cases, seed: int, method: str = "vanilla", layers: str = "auto"):
+def own_images(probe, cases, seed: int, method: str = "vanilla", layers: str = "auto", strength: float = 1.0,
+               joint_map: str = "joint softmax"):
     """The model's own images of each caption (case k from noise seed seed + k), with the
     evaluator's masks for the two subjects where it found both (else None)."""
     from benchmarks.shapesbench.evaluate import _assign, detect
 
     out = []
     for k, (_, caption, subjects) in enumerate(cases):
-        samples = _sample(probe, caption, subjects, seed + k, method, layers)
+        samples = _sample(probe, caption, subjects, seed + k, method, layers, strength, joint_map)
         image = (probe.vae.decode(samples)[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         chosen = _assign(tuple(subjects), detect(image))
         if all(d is not None for d in chosen):
@@ -340,6 +344,7 @@ def own_kinds(method: str) -> tuple:
 
 
 def run(model_path, layer_sets=None, n_scenes=48, seed=0, methods=("vanilla",), sample_layers="auto",
+        sample_strength: float = 1.0, sample_joint_map: str = "joint softmax",
         levels=None):
     """{layer set: {"layers", "joint", "levels", "rows"}}: rows keyed (kind, level label).
     layer_sets None: the family's (UNET_SETS / DIT_SETS); levels None: default_levels."""
@@ -351,7 +356,8 @@ def run(model_path, layer_sets=None, n_scenes=48, seed=0, methods=("vanilla",), 
     layer_sets = tuple(layer_sets or (DIT_SETS if probe.joint else UNET_SETS))
     levels = tuple(levels or default_levels(probe.model_sampling))
     sigmas = {lv.label: lv.sigma(probe.model_sampling) for lv in levels}
-    generated = {m: own_images(probe, cases, seed, m, sample_layers) for m in methods}
+    generated = {m: own_images(probe, cases, seed, m, sample_layers, sample_strength, sample_joint_map)
+                 for m in methods}
     kinds = ("renders",) + tuple(k for m in methods for k in own_kinds(m))
     acc = {(ls, kind, lv.label): [] for ls in layer_sets for kind in kinds for lv in levels}
     for source in ("renders",) + tuple(methods):
@@ -382,7 +388,8 @@ def run(model_path, layer_sets=None, n_scenes=48, seed=0, methods=("vanilla",), 
                         acc[(ls, into, lv.label)].append(m)
     described = {lv.label: {"sigma": float(sigmas[lv.label]), "column": lv.column(float(sigmas[lv.label]))}
                  for lv in levels}
-    return {ls: {"layers": probe.policy.describe_layers(probe.layers[ls]), "joint": probe.joint,
+    return {ls: {"layers": f"{probe.policy.describe_layers(probe.layers[ls])}, pass ~{probe.shares[ls]:.0%}",
+                 "joint": probe.joint,
                  "levels": described,
                  "rows": {(kind, lv.label): _aggregate(acc[(ls, kind, lv.label)]) for kind in kinds for lv in levels}}
             for ls in layer_sets}
@@ -464,6 +471,9 @@ def main():
     ap.add_argument("--methods", default="vanilla",
                     help="comma separated: whose own images are measured (vanilla, ai_t2i, attend_and_excite, ...)")
     ap.add_argument("--sample-layers", default="auto", help="layer set the guided methods read while sampling")
+    ap.add_argument("--sample-strength", type=float, default=1.0, help="the guided methods' strength while sampling")
+    ap.add_argument("--sample-joint-map", default="joint softmax",
+                    help="the guided methods' joint map rule while sampling (a DiT's; a UNet ignores it)")
     ap.add_argument("--out", default=None, help="write the table (.md) and figures (.json) here")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -475,7 +485,8 @@ def main():
     Host()
     with torch.no_grad():
         report = run(args.model, args.layers.split(",") if args.layers else None, args.scenes, args.seed,
-                     tuple(args.methods.split(",")), args.sample_layers, levels)
+                     tuple(args.methods.split(",")), args.sample_layers, args.sample_strength, args.sample_joint_map,
+                     levels)
     name = pathlib.Path(args.model).name if args.model else "ai_t2i_tiny_shapes.safetensors"
     text = table(report, name)
     print(text)

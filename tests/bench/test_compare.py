@@ -81,3 +81,37 @@ def test_intervals_are_the_same_in_every_process():
     outs = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
     assert len(outs) == 1, outs
+
+
+def test_colours_found_counts_each_subjects_colour_whatever_its_shape():
+    from benchmarks.shapesbench.evaluate import colours_found
+    subjects = [["circle", "red"], ["square", "blue"]]
+    assert colours_found(subjects, ["red blob", "blue circle"]) is True  # shapes wrong, colours both there
+    assert colours_found(subjects, ["red circle", "red square"]) is False  # blue neglected
+    assert colours_found([["circle", "red"], ["square", "red"]], ["red circle"]) is False  # one object for two
+    assert colours_found([["circle", "red"], ["square", "red"]], ["red circle", "red blob"]) is True
+    assert colours_found([["circle", None], ["square", "blue"]], ["blue square"]) is None  # a colour not named
+
+
+def test_colour_section_rates_and_paired_gain(tmp_path):
+    coloured = [["circle", "red"], ["square", "blue"]]
+    # vanilla finds both colours at seed 0 only; joint+single at every seed of prompts 0-2
+    main = [{**_row(p, s, "vanilla", False), "subjects": coloured,
+             "detected": ["red circle", "blue blob"] if s == 0 else ["red circle"]} for p in range(4) for s in range(2)]
+    other = [{**_row(p, s, "ai_t2i", False, layers="joint+single"), "subjects": coloured,
+              "detected": ["red x", "blue y"] if p < 3 else []} for p in range(4) for s in range(2)]
+    rows = compare.labelled_rows([_folder(tmp_path, "main", main), _folder(tmp_path, "other", other)])
+    text = "\n".join(compare.colour_lines(rows, [("ai_t2i layers joint+single", "vanilla")]))
+    assert "| vanilla | 8 | 0.500 [" in text and "| ai_t2i layers joint+single | 8 | 0.750 [" in text
+    gain = next(line for line in text.splitlines() if line.startswith("| ai_t2i layers joint+single - vanilla"))
+    cells = [c.strip() for c in gain.strip("|").split("|")]
+    assert cells[1] == "8" and cells[2] == "+0.250" and cells[4] == "3 / 1"
+
+
+def test_one_model_file_under_two_names_pairs_by_its_digest(tmp_path):
+    a = _folder(tmp_path, "a", [_row(0, 0, "vanilla", True, model="candidate_175min.safetensors")])
+    b = _folder(tmp_path, "b", [_row(0, 0, "ai_t2i", True)])
+    assert len(compare.labelled_rows([a, b])) == 2  # same model_sha256
+    c = _folder(tmp_path, "c", [_row(0, 0, "ai_t2i", True, model_sha256="def")])
+    with pytest.raises(SystemExit, match="model_sha256"):
+        compare.labelled_rows([a, c])
