@@ -388,7 +388,7 @@ def run(model_path, layer_sets=None, n_scenes=48, seed=0, methods=("vanilla",), 
                         acc[(ls, into, lv.label)].append(m)
     described = {lv.label: {"sigma": float(sigmas[lv.label]), "column": lv.column(float(sigmas[lv.label]))}
                  for lv in levels}
-    return {ls: {"layers": f"{probe.policy.describe_layers(probe.layers[ls])}, pass ~{probe.shares[ls]:.0%}",
+    return {ls: {"layers": probe.policy.describe_layers(probe.layers[ls]), "share": probe.shares[ls],
                  "joint": probe.joint,
                  "levels": described,
                  "rows": {(kind, lv.label): _aggregate(acc[(ls, kind, lv.label)]) for kind in kinds for lv in levels}}
@@ -430,10 +430,10 @@ def table(report, model_name: str) -> str:
         for (kind, label), v in r["rows"].items():
             level = r["levels"][label]["column"]
             if v["n"] == 0:
-                lines.append(f"| {layer_set}: {r['layers']} | {kind} | {level} | 0 | | | |" + (" |" if joint else "")
+                lines.append(f"| {layer_set}: {_described(r)} | {kind} | {level} | 0 | | | |" + (" |" if joint else "")
                              + " | | | |")
                 continue
-            lines.append(f"| {layer_set}: {r['layers']} | {kind} | {level} | {v['n']} | {v['start']:.3f} | "
+            lines.append(f"| {layer_set}: {_described(r)} | {kind} | {level} | {v['n']} | {v['start']:.3f} | "
                          f"{v['words']:.3f} | {v['end+padding']:.3f} | "
                          + (f"{v['image']:.3f} | " if joint else "")
                          + f"{v['ratio']:.2f} | {v['pointing']:.2f} | "
@@ -450,6 +450,11 @@ def parse_levels(timesteps: Optional[str], steps_at: Optional[str], schedule_ste
     if steps_at:
         return tuple(NoiseLevel(step=int(k), of=schedule_steps) for k in steps_at.split(","))
     return None
+
+
+def _described(r: dict) -> str:
+    """A reading's layers, with the share of the network its guidance pass runs where known."""
+    return r["layers"] + (f", pass ~{r['share']:.0%}" if r.get("share") is not None else "")
 
 
 def main():
@@ -495,7 +500,7 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "grounding.md").write_text(text + "\n")
         (out / "grounding.json").write_text(json.dumps(
-            {ls: {"layers": r["layers"], "joint": r["joint"], "levels": r["levels"],
+            {ls: {"layers": r["layers"], "share": r.get("share"), "joint": r["joint"], "levels": r["levels"],
                   "rows": {f"{k} {label}": v for (k, label), v in r["rows"].items()}}
              for ls, r in report.items()}, indent=1) + "\n")
 
