@@ -78,7 +78,7 @@ def advanced_inputs() -> list:
             "16x16 maps (latent/4 for SD1.5 at 512 px and SDXL at 1024 px). SD3/Flux attend on one latent/2 grid, "
             "which is average-pooled: auto to about 16x16, 1/4 or 1/8 by that factor (1/1 is not available).")),
         layers_input(),
-        joint_map_input(),
+        joint_map_input(optional=True),
     ]
 
 
