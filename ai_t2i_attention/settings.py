@@ -14,6 +14,14 @@ class SettingsError(ValueError):
     """Widget values that make no guided run; the message names the problem and the fix."""
 
 
+def joint_map_rule(name: str) -> JointMapRule:
+    """The JointMapRule a joint_map name stands for; an unknown name raises SettingsError
+    naming the choices."""
+    if name not in JOINT_MAP_RULES:
+        raise SettingsError(f"unknown joint_map {name!r}; choose one of {', '.join(JOINT_MAP_RULES)}")
+    return JOINT_MAP_RULES[name]
+
+
 @dataclass(frozen=True)
 class GuidanceSettings:
     preset: Preset  # the method: its loss, weights and refinement (refine: whether it runs)
@@ -46,8 +54,7 @@ class GuidanceSettings:
         if refinement == "on" and preset.refinement is None:
             raise SettingsError(f"{method} has no iterative refinement (no term of its loss says when a subject is "
                                 "present enough): set refinement to 'preset' or 'off', or choose Attend-and-Excite")
-        if joint_map not in JOINT_MAP_RULES:
-            raise SettingsError(f"unknown joint_map {joint_map!r}; choose one of {', '.join(JOINT_MAP_RULES)}")
+        joint_map_rule(joint_map)  # refuses an unknown name before the run
         if refinement != "preset":
             preset = replace(preset, refine=refinement == "on")
         schedule = GuidanceSchedule(start=start_percent, end=end_percent, scale_factor=scale_factor)
@@ -57,6 +64,4 @@ class GuidanceSettings:
     @property
     def joint_map_rule(self) -> JointMapRule:
         """The JointMapRule that joint_map names (a SettingsError names the choices)."""
-        if self.joint_map not in JOINT_MAP_RULES:
-            raise SettingsError(f"unknown joint_map {self.joint_map!r}; choose one of {', '.join(JOINT_MAP_RULES)}")
-        return JOINT_MAP_RULES[self.joint_map]
+        return joint_map_rule(self.joint_map)
