@@ -639,13 +639,80 @@ def build_unet_stage(args, tm, cfg, device):
     return unet.to(device), text.to(device)
 
 
-def host_sigmas(cfg):
+def host_model_sampling(cfg):
+    """The host's ModelSamplingDiscrete for the UNet-shaped model (SD1's discrete sigmas)."""
     import comfy.model_sampling
 
     class _Settings:
         sampling_settings = cfg.sampling_settings()
 
-    return comfy.model_sampling.ModelSamplingDiscrete(_Settings()).sigmas.clone()
+    return comfy.model_sampling.ModelSamplingDiscrete(_Settings())
+
+
+def host_sigmas(cfg):
+    return host_model_sampling(cfg).sigmas.clone()
+
+
+def flow_to_eps_input(x_t: torch.Tensor, s: torch.Tensor):
+    """A flow-matching sample as an eps-prediction model's input.
+
+    x_t (B, C, H, W) = (1 - s) x0 + s noise with s (B,) in (0, 1). Divided by 1 - s it is
+    x0 + sigma noise with sigma = s / (1 - s): the same signal-to-noise ratio on SD1's scale.
+    Returns (sigma (B,), the input EPS.calculate_input gives for it: (x0 + sigma noise) /
+    sqrt(sigma^2 + 1), which is x_t / sqrt((1 - s)^2 + s^2))."""
+    sigma = s / (1 - s)
+    return sigma, x_t / ((1 - s) ** 2 + s ** 2).sqrt().view(-1, 1, 1, 1)
+
+
+def eps_to_flow(eps: torch.Tensor, x_t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """An eps prediction (B, C, H, W) at flow sample x_t (B, C, H, W), level s (B,), as the
+    flow velocity noise - x0 (B, C, H, W): x0 = x_t / (1 - s) - sigma eps, so
+    eps - x0 = (eps - x_t) / (1 - s)."""
+    return (eps - x_t) / (1 - s).view(-1, 1, 1, 1)
+
+
+class UnetTeacher:
+    """The UNet-shaped tiny model, frozen, as the Flux-shaped one's teacher (``--teacher``).
+
+    Why: a flow-matching target noise - x0 carries the whole uncertainty of x0 given x_t, so
+    at the middle noise levels, where shapes are decided, most of each step's gradient is
+    noise. The teacher's prediction is (its estimate of) the expectation instead. The UNet
+    toy already draws the scenes' shapes; on the CPU the transformer did not learn them from
+    the data alone in 175 minutes. Both models share the autoencoder and its latent scale, so
+    their latents are the same space. Levels outside the teacher's sigma range keep the data's
+    target."""
+
+    def __init__(self, path: str, tm, device):
+        import safetensors.torch
+
+        cfg = tm.read_tiny_config(path)
+        if cfg.architecture != "unet":
+            sys.exit(f"--teacher {path}: the teacher must be the UNet-shaped model, not {cfg.architecture!r}")
+        sd = safetensors.torch.load_file(path)
+        self.unet = tm.build_unet(cfg)
+        self.unet.load_state_dict({k[len(tm.UNET_PREFIX):]: v.float() for k, v in sd.items()
+                                   if k.startswith(tm.UNET_PREFIX)})
+        self.text = tm.build_text_model(cfg)
+        self.text.load_state_dict({"clip_l." + k[len(tm.TEXT_PREFIX):]: v.float() for k, v in sd.items()
+                                   if k.startswith(tm.TEXT_PREFIX)}, strict=False)
+        batch_token_input(self.text.clip_l)
+        for m in (self.unet, self.text):
+            m.requires_grad_(False)
+            m.eval()
+            m.to(device)
+        self.sampling = host_model_sampling(cfg).to(device)
+        self.latent_scale = cfg.latent_scale_factor
+
+    @torch.no_grad()
+    def velocity(self, x_t: torch.Tensor, s: torch.Tensor, token_ids: torch.Tensor):
+        """x_t (B, C, H, W) at levels s (B,); token_ids (B, T). Returns the teacher's
+        velocity (B, C, H, W) and which rows lie in its sigma range (B,) bool."""
+        sigma, x_in = flow_to_eps_input(x_t, s)
+        covered = (sigma >= self.sampling.sigma_min) & (sigma <= self.sampling.sigma_max)
+        t = self.sampling.timestep(sigma.clamp(float(self.sampling.sigma_min), float(self.sampling.sigma_max)))
+        context, _ = self.text.clip_l(token_ids)
+        eps = self.unet(x_in, t.float(), context=context).float()
+        return eps_to_flow(eps, x_t, s), covered
 
 
 class GroundingAttention:
@@ -873,6 +940,12 @@ def train_unet(args, tm, cfg, device):
     opt = torch.optim.AdamW(trainable, lr=args.unet_lr, weight_decay=0.01)
     ema = Ema([unet, text], args.ema)
     sigmas = None if cfg.architecture == "flux" else host_sigmas(cfg).to(device)
+    if args.teacher and cfg.architecture != "flux":
+        sys.exit("--teacher distils the UNet-shaped model into the Flux-shaped one: it needs --arch flux")
+    teacher = UnetTeacher(args.teacher, tm, device) if args.teacher else None
+    if teacher is not None and abs(teacher.latent_scale - scale) > 1e-6 * scale:
+        sys.exit(f"--teacher {args.teacher}: its latent scale {teacher.latent_scale} is not this model's {scale}: "
+                 "the two must share the autoencoder")
 
     cap = args.buffer
     buf_lat = torch.zeros(cap, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=device)
@@ -997,6 +1070,9 @@ def train_unet(args, tm, cfg, device):
             else:
                 x_in, timestep, target = (x0 + sigma * noise) / (sigma ** 2 + 1).sqrt(), t.float(), noise  # EPS.calculate_input
                 extra = {}
+            if teacher is not None:  # its expectation in place of the sample's target, where it covers the level
+                taught, covered = teacher.velocity(x_in, sigma.view(-1), token_ids[:-1])
+                target = torch.where(covered.view(-1, 1, 1, 1), taught, target)
             timer.lap("batch")
             for group in opt.param_groups:
                 group["lr"] = lr_at(args.unet_lr, step, args.warmup, elapsed / budget)
@@ -1124,6 +1200,8 @@ def export(args, tm, cfg):
                           "mix": list(args.mix), "unet_lr": args.unet_lr,
                           "grounding_floor": args.grounding_floor, "grounding_terms": "token+share+separate",
                           "ground_words": args.ground_words})
+    if args.teacher:
+        cfg.notes["teacher"] = os.path.basename(args.teacher)
     size = tm.save_tiny_model(args.export, cfg, unet, text, taesd)
     n = lambda m: sum(p.numel() for p in m.parameters())
     log(f"exported {args.export}: {size / 1e6:.2f} MB; params unet {n(unet)}, text {n(text)}, "
@@ -1227,6 +1305,9 @@ def main(argv=None):
     ap.add_argument("--mix", type=lambda v: tuple(float(x) for x in v.split(",")), default=(),
                     help="data mix 'p_one,p_two[,p_colors]' (default: scenes.TRAINING_MIX; three objects "
                          "take 1 - p_one - p_two, p_colors is the share of captions with colour words)")
+    ap.add_argument("--teacher", default=None,
+                    help="--arch flux: the UNet-shaped model file whose predictions replace the flow target "
+                         "within its noise range (distillation; see UnetTeacher)")
     ap.add_argument("--ground-words", choices=("caption", "shape"), default="caption",
                     help="words whose maps the grounding loss reads: each object's shape and colour words "
                          "(caption) or its shape word alone (shape)")

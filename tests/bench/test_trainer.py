@@ -162,3 +162,49 @@ def test_text_encoder_on_a_token_tensor_equals_the_hosts_lists(content_free_end)
     assert got_parts[1][1].sum() < got_parts[1][0].sum()  # the empty caption is masked after its end
     assert got[0].equal(want[0])
     assert (got[1] is None and want[1] is None) or got[1].equal(want[1])  # pooled output
+
+
+def test_flow_sample_as_eps_input_and_back():
+    """--teacher's conversion: a flow sample (1 - s) x0 + s noise is, to an eps-prediction model,
+    the input (x0 + sigma noise) / sqrt(sigma^2 + 1) at sigma = s / (1 - s); an eps equal to the
+    true noise turns back into the flow target noise - x0."""
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(5, 4, 6, 6, generator=g, dtype=torch.float64), torch.randn(5, 4, 6, 6, generator=g,
+                                                                                         dtype=torch.float64)
+    s = torch.tensor([0.02, 0.3, 0.5, 0.8, 0.97], dtype=torch.float64)
+    x_t = (1 - s.view(-1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1) * noise
+    sigma, x_in = trainer.flow_to_eps_input(x_t, s)
+    assert torch.allclose(sigma, s / (1 - s))
+    want = (x0 + sigma.view(-1, 1, 1, 1) * noise) / (sigma.view(-1, 1, 1, 1) ** 2 + 1).sqrt()
+    assert torch.allclose(x_in, want, atol=1e-12)
+    assert torch.allclose(trainer.eps_to_flow(noise, x_t, s), noise - x0, atol=1e-10)
+    # an eps off by d moves the velocity by d / (1 - s): errors grow toward pure noise
+    d = torch.randn(5, 4, 6, 6, generator=g, dtype=torch.float64)
+    assert torch.allclose(trainer.eps_to_flow(noise + d, x_t, s) - (noise - x0), d / (1 - s.view(-1, 1, 1, 1)))
+
+
+@pytest.mark.skipif(not MODEL.exists() or not (ROOT / "models" / "ai_t2i_tiny_flux.safetensors").exists(),
+                    reason="the embedded models are not exported")
+def test_teacher_velocity_is_nearer_the_data_than_noise_and_covers_its_range():
+    """UnetTeacher on the committed UNet toy: its velocity at a middle level is far nearer the
+    true noise - x0 than a zero prediction is (a wrong conversion or latent space lands far off),
+    and levels beyond its sigma range are reported as not covered."""
+    trainer._setup_paths("cpu")
+    tm = trainer._import_tiny_model()
+    cfg = tm.read_tiny_config(str(MODEL))
+    teacher = trainer.UnetTeacher(str(MODEL), tm, torch.device("cpu"))
+    import safetensors.torch
+    sd = safetensors.torch.load_file(str(MODEL))
+    taesd = tm.build_taesd(cfg)
+    taesd.load_state_dict({k[len(tm.VAE_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.VAE_PREFIX)})
+    images, caps, _, _ = trainer.ExampleSource(99, 0, 8, (0.5, 0.5, 0.6)).get(0, 8)
+    ids = torch.tensor(trainer.tokenize(tm.build_tokenizer(cfg), caps))
+    with torch.no_grad():
+        x0 = taesd.encode(trainer.to_tensor(images, "cpu") * 2 - 1).float() * cfg.latent_scale_factor
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    s = torch.tensor([0.5] * 6 + [0.999, 0.001])
+    x_t = (1 - s.view(-1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1) * noise
+    v, covered = teacher.velocity(x_t, s, ids)
+    assert covered.tolist() == [True] * 6 + [False, False]
+    err = (v[:6] - (noise - x0)[:6]).square().mean()
+    assert err < 0.2 * (noise - x0)[:6].square().mean(), err
