@@ -80,26 +80,32 @@ def _explicit_chunk(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tenso
     return scores.softmax(dim=-1)[..., start:stop].mean(dim=1)
 
 
-def _explicit_joint_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
-                                  columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`joint_attention_probabilities` with every score materialised in float32: the previous
-    path, kept as the reference the fused path is tested against. Same arguments and result.
-    With gradients on, each chunk of JOINT_QUERY_CHUNK queries is checkpointed: only q and k
-    are kept for the backward, which recomputes that chunk's scores."""
-    q = q[:, :, queries[0]:queries[1]].float()
-    k = k.float()
+def _by_query_chunks(chunk_fn, q: torch.Tensor, k: torch.Tensor, rows: Optional[torch.Tensor], *args) -> torch.Tensor:
+    """chunk_fn(q_chunk, k, rows_chunk, *args) -> (B, n_chunk, C) over chunks of
+    JOINT_QUERY_CHUNK queries of q (B, heads, n, d), concatenated to (B, n, C). rows: None, a
+    mask or bias with one row per query of q (..., n, L), sliced with each chunk, or one row
+    for all (..., 1, L). With gradients on, each chunk is checkpointed: only q and k are kept
+    for the backward, which recomputes that chunk's scores."""
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
     chunks = []
     for first in range(0, q.shape[2], JOINT_QUERY_CHUNK):
         qc = q[:, :, first:first + JOINT_QUERY_CHUNK]
-        m = mask
-        if m is not None and m.shape[-2] > 1:  # per-query rows: this chunk's
-            m = m[..., queries[0] + first:queries[0] + first + qc.shape[2], :]
+        r = rows if rows is None or rows.shape[-2] == 1 else rows[..., first:first + qc.shape[2], :]
         if grad:
-            chunks.append(torch.utils.checkpoint.checkpoint(_explicit_chunk, qc, k, m, *columns, use_reentrant=False))
+            chunks.append(torch.utils.checkpoint.checkpoint(chunk_fn, qc, k, r, *args, use_reentrant=False))
         else:
-            chunks.append(_explicit_chunk(qc, k, m, *columns))
+            chunks.append(chunk_fn(qc, k, r, *args))
     return torch.cat(chunks, dim=1)
+
+
+def _explicit_joint_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
+                                  columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`joint_attention_probabilities` with every score materialised in float32: the previous
+    path, kept as the reference the fused path is tested against. Same arguments and result.
+    Chunked and checkpointed (_by_query_chunks)."""
+    if mask is not None and mask.shape[-2] > 1:  # per-query rows: the image queries'
+        mask = mask[..., queries[0]:queries[1], :]
+    return _by_query_chunks(_explicit_chunk, q[:, :, queries[0]:queries[1]].float(), k.float(), mask, *columns)
 
 
 # -- the fused kernels ---------------------------------------------------------------------------
@@ -309,25 +315,14 @@ def text_attention_probabilities(q: torch.Tensor, k: torch.Tensor, queries: tupl
 
     Same arguments and result as `joint_attention_probabilities`: q, k (B, heads, L, d);
     queries, columns = (first, stop); mask broadcastable to (B, heads, L, L). Returns
-    (B, queries, columns) float32. The (queries x columns) scores are made chunk by chunk
-    (JOINT_QUERY_CHUNK rows) and, with gradients on, recomputed in the backward: only q and k
-    are kept, as on the explicit joint path.
+    (B, queries, columns) float32. The (queries x columns) scores are made chunk by chunk and
+    recomputed in the backward (_by_query_chunks), as on the explicit joint path.
     """
-    q_image = q[:, :, queries[0]:queries[1]].float()
-    k_text = k[:, :, columns[0]:columns[1]].float()
     bias = None
     if mask is not None:
         bias = _additive_mask(mask.to(q.device), queries, k.shape[2])[..., columns[0]:columns[1]]
-    grad = torch.is_grad_enabled() and (q_image.requires_grad or k_text.requires_grad)
-    chunks = []
-    for first in range(0, q_image.shape[2], JOINT_QUERY_CHUNK):
-        qc = q_image[:, :, first:first + JOINT_QUERY_CHUNK]
-        b = bias if bias is None or bias.shape[-2] == 1 else bias[..., first:first + qc.shape[2], :]
-        if grad:
-            chunks.append(torch.utils.checkpoint.checkpoint(_text_chunk, qc, k_text, b, use_reentrant=False))
-        else:
-            chunks.append(_text_chunk(qc, k_text, b))
-    return torch.cat(chunks, dim=1)
+    return _by_query_chunks(_text_chunk, q[:, :, queries[0]:queries[1]].float(),
+                            k[:, :, columns[0]:columns[1]].float(), bias)
 
 
 # -- how a joint block's probabilities become the loss's maps -------------------------------------
