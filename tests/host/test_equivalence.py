@@ -17,7 +17,10 @@ import torch
 
 from equivalence import FIXTURE, RUNS, environment, run_all
 
-TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # only where the fixture's torch or CPU is not this one
+# Only where the fixture's torch or CPU is not this one. Guidance steps amplify the rounding of
+# another kernel set: on an AVX-512 CPU the AVX2 fixture's SD1.5 AI-T2I latent differed by up to
+# 1.5e-3 (18 % of its elements past 1e-6); a change of structure moves a latent by far more.
+TOLERANCE = dict(rtol=5e-3, atol=5e-3)
 # Another host version runs its own model code: 0.3.64's Flux blocks are written differently from
 # 0.3.75's (the same sums in another order), which four sampling steps amplify to ~5e-5.
 HOST_TOLERANCE = dict(rtol=1e-3, atol=1e-3)
@@ -52,7 +55,7 @@ def _same(a, b, exact: bool, where: str, tolerance=TOLERANCE):
         if exact:
             assert torch.equal(a, b), f"{where}: differs (max |diff| {float((a.float() - b.float()).abs().max()):.3g})"
         else:
-            torch.testing.assert_close(a, b, **tolerance, msg=where)
+            torch.testing.assert_close(a, b, **tolerance, msg=lambda m: f"{where}: {m}")
     elif isinstance(a, float) and not exact:
         assert a == pytest.approx(b, rel=tolerance["rtol"], abs=tolerance["atol"]), where
     elif isinstance(a, (tuple, list)):
