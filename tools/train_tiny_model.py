@@ -671,6 +671,21 @@ def eps_to_flow(eps: torch.Tensor, x_t: torch.Tensor, s: torch.Tensor) -> torch.
     return (eps - x_t) / (1 - s).view(-1, 1, 1, 1)
 
 
+def load_exported(path: str, tm):
+    """An exported tiny model file as float32 modules: (config, diffusion model, text model,
+    autoencoder), the text model taking token tensors (batch_token_input)."""
+    import safetensors.torch
+
+    cfg = tm.read_tiny_config(path)
+    sd = {k: v.float() for k, v in safetensors.torch.load_file(path).items()}
+    unet, text, taesd = tm.build_unet(cfg), tm.build_text_model(cfg), tm.build_taesd(cfg)
+    unet.load_state_dict(tm._split(sd, tm.UNET_PREFIX))
+    text.load_state_dict({"clip_l." + k: v for k, v in tm._split(sd, tm.TEXT_PREFIX).items()}, strict=False)
+    taesd.load_state_dict(tm._split(sd, tm.VAE_PREFIX))
+    batch_token_input(text.clip_l)
+    return cfg, unet, text, taesd
+
+
 class UnetTeacher:
     """The UNet-shaped tiny model, frozen, as the Flux-shaped one's teacher (``--teacher``).
 
@@ -683,19 +698,10 @@ class UnetTeacher:
     target."""
 
     def __init__(self, path: str, tm, device):
-        import safetensors.torch
-
         cfg = tm.read_tiny_config(path)
         if cfg.architecture != "unet":
             sys.exit(f"--teacher {path}: the teacher must be the UNet-shaped model, not {cfg.architecture!r}")
-        sd = safetensors.torch.load_file(path)
-        self.unet = tm.build_unet(cfg)
-        self.unet.load_state_dict({k[len(tm.UNET_PREFIX):]: v.float() for k, v in sd.items()
-                                   if k.startswith(tm.UNET_PREFIX)})
-        self.text = tm.build_text_model(cfg)
-        self.text.load_state_dict({"clip_l." + k[len(tm.TEXT_PREFIX):]: v.float() for k, v in sd.items()
-                                   if k.startswith(tm.TEXT_PREFIX)}, strict=False)
-        batch_token_input(self.text.clip_l)
+        _, self.unet, self.text, _ = load_exported(path, tm)
         for m in (self.unet, self.text):
             m.requires_grad_(False)
             m.eval()

@@ -29,32 +29,18 @@ MIX = (0.5, 0.5, 0.6)  # the training recipe's mix of one- and two-object scenes
 
 def load_flux(path: str, tm):
     """A Flux-shaped tiny model file as (config, diffusion model, text encoder), in eval mode."""
-    import safetensors.torch
-
-    cfg = tm.read_tiny_config(path)
+    cfg, model, text, _ = trainer.load_exported(path, tm)
     if cfg.architecture != "flux":
         raise SystemExit(f"{path}: not a Flux-shaped tiny model ({cfg.architecture!r})")
-    sd = safetensors.torch.load_file(path)
-    model = tm.build_unet(cfg)
-    model.load_state_dict({k[len(tm.UNET_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.UNET_PREFIX)})
-    text = tm.build_text_model(cfg)
-    text.load_state_dict({"clip_l." + k[len(tm.TEXT_PREFIX):]: v.float() for k, v in sd.items()
-                          if k.startswith(tm.TEXT_PREFIX)}, strict=False)
-    trainer.batch_token_input(text.clip_l)
     return cfg, model.eval(), text.eval()
 
 
 @torch.no_grad()
 def measure(teacher_path: str, model_paths: list[str], scenes: int, seed: int) -> list[str]:
-    import safetensors.torch
-
     trainer._setup_paths("cpu")
     tm = trainer._import_tiny_model()
     teacher = trainer.UnetTeacher(teacher_path, tm, torch.device("cpu"))
-    tcfg = tm.read_tiny_config(teacher_path)
-    sd = safetensors.torch.load_file(teacher_path)
-    taesd = tm.build_taesd(tcfg)
-    taesd.load_state_dict({k[len(tm.VAE_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.VAE_PREFIX)})
+    tcfg, _, _, taesd = trainer.load_exported(teacher_path, tm)
     images, captions, _, _ = trainer.ExampleSource(seed, 0, scenes, MIX).get(0, scenes)
     ids = torch.tensor(trainer.tokenize(tm.build_tokenizer(tcfg), captions))  # (B, 77)
     x0 = taesd.encode(trainer.to_tensor(images, "cpu") * 2 - 1).float() * tcfg.latent_scale_factor  # (B, 4, 16, 16)

@@ -191,12 +191,8 @@ def test_teacher_velocity_is_nearer_the_data_than_noise_and_covers_its_range():
     and levels beyond its sigma range are reported as not covered."""
     trainer._setup_paths("cpu")
     tm = trainer._import_tiny_model()
-    cfg = tm.read_tiny_config(str(MODEL))
     teacher = trainer.UnetTeacher(str(MODEL), tm, torch.device("cpu"))
-    import safetensors.torch
-    sd = safetensors.torch.load_file(str(MODEL))
-    taesd = tm.build_taesd(cfg)
-    taesd.load_state_dict({k[len(tm.VAE_PREFIX):]: v.float() for k, v in sd.items() if k.startswith(tm.VAE_PREFIX)})
+    cfg, _, _, taesd = trainer.load_exported(str(MODEL), tm)
     images, caps, _, _ = trainer.ExampleSource(99, 0, 8, (0.5, 0.5, 0.6)).get(0, 8)
     ids = torch.tensor(trainer.tokenize(tm.build_tokenizer(cfg), caps))
     with torch.no_grad():
