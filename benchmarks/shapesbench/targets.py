@@ -130,11 +130,12 @@ def _level_flags(targets: Targets) -> list[str]:
 
 
 def measure(model: pathlib.Path, out: pathlib.Path, threads: int, loss_layers: Optional[str] = None,
-            scenes: int = 48, seeds: int = 8, prompts: Optional[str] = None) -> None:
-    """Run the three measurements into out/single, out/two and out/grounding; the model's
-    architecture and loss set go to out/targets_settings.json for `report`. Fewer scenes,
-    seeds or prompts (run.py's --prompts) than 48, 8 and all are for trying the commands
-    only: the targets are set on those."""
+            scenes: int = 48, seeds: int = 8, prompts: Optional[str] = None, jobs: int = 1) -> None:
+    """Run the three measurements into out/single, out/two and out/grounding, ``jobs`` at a
+    time (each writes its own folder); the model's architecture and loss set go to
+    out/targets_settings.json for `report`. Fewer scenes, seeds or prompts (run.py's
+    --prompts) than 48, 8 and all are for trying the commands only: the targets are set on
+    those."""
     arch = model_architecture(model)
     targets = targets_for(arch, loss_layers)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,9 +155,21 @@ def measure(model: pathlib.Path, out: pathlib.Path, threads: int, loss_layers: O
         runs.append([py, str(HERE / "grounding.py"), "--scenes", str(scenes), "--layers",
                      ",".join(targets.measured_sets), *_level_flags(targets), "--out", str(out / "grounding"),
                      *common])
+    running: list = []
     for cmd in runs:
+        if len(running) >= max(jobs, 1):
+            _finish(running.pop(0))
         print("+", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True)
+        running.append((cmd, subprocess.Popen(cmd)))
+    for job in running:
+        _finish(job)
+
+
+def _finish(job) -> None:
+    """Wait for one measurement; a failed one stops `measure` with its command."""
+    cmd, proc = job
+    if proc.wait() != 0:
+        raise SystemExit(f"targets: exit {proc.returncode} from {' '.join(cmd[1:])}")
 
 
 def _rows(path: pathlib.Path) -> list[dict]:
@@ -302,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("model", type=pathlib.Path)
     m.add_argument("--out", type=pathlib.Path, required=True)
     m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--jobs", type=int, default=1, help="measurements run at a time (2 on two cores, one thread each)")
     m.add_argument("--loss-layers", default=None,
                    help=f"the Flux-shaped model's layer set the loss reads, its grounding targets' set "
                         f"(default {FLUX_LOSS_LAYERS}); the UNet's targets name theirs")
@@ -314,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.cmd == "measure":
         measure(args.model.resolve(), args.out, args.threads, args.loss_layers, args.scenes, args.seeds,
-                args.prompts)
+                args.prompts, args.jobs)
         args.folders, args.write = [args.out], args.out / "targets.md"
     text = report(args.folders)
     print(text)
