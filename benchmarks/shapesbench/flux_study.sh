@@ -60,8 +60,17 @@ choices)
     "$PY benchmarks/shapesbench/grounding.py --model $MODEL --seed 1 --scenes 48 --layers 'joint,joint+single,joint early,joint middle,joint late,joint@text softmax,joint@sharpened joint softmax' --out $DIR/grounding_seed1"
   )
   lanes
+  # every reading against vanilla and against the default (every joint block, joint softmax, strength 1)
+  D="ai_t2i layers joint"
+  PAIRS="ai_t2i layers joint:vanilla"
+  for other in "ai_t2i layers joint+single" "ai_t2i layers joint early" "ai_t2i layers joint middle" \
+      "ai_t2i layers joint late" "ai_t2i layers joint joint_map text softmax" \
+      "ai_t2i layers joint joint_map sharpened joint softmax" "ai_t2i strength 0.25 layers joint" \
+      "ai_t2i strength 0.5 layers joint" "ai_t2i strength 2.0 layers joint" "ai_t2i strength 4.0 layers joint"; do
+    PAIRS="$PAIRS,$other:vanilla,$other:$D"
+  done
   $PY benchmarks/shapesbench/compare.py "$DIR"/vanilla "$DIR"/blocks_* "$DIR"/rules_* "$DIR"/strength_* \
-    --out "$DIR/compare.md" >> "$LOG" 2>&1
+    --pairs "$PAIRS" --out "$DIR/compare.md" >> "$LOG" 2>&1
   ;;
 evidence)
   LAYERS=${LAYERS:-joint}
