@@ -62,7 +62,7 @@ choices)
   lanes
   # every reading against vanilla and against the default (every joint block, joint softmax, strength 1)
   D="ai_t2i layers joint"
-  PAIRS="ai_t2i layers joint:vanilla"
+  PAIRS="$D:vanilla"
   for other in "ai_t2i layers joint+single" "ai_t2i layers joint early" "ai_t2i layers joint middle" \
       "ai_t2i layers joint late" "ai_t2i layers joint joint_map text softmax" \
       "ai_t2i layers joint joint_map sharpened joint softmax" "ai_t2i strength 0.25 layers joint" \
