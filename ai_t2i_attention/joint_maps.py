@@ -351,6 +351,14 @@ JOINT_MAP_RULES = {
 }
 DEFAULT_JOINT_MAP = "joint softmax"
 
+# The step that strength 1 takes on joint-attention models, as a multiple of the reference's
+# (UNet) step size. Chosen on the embedded Flux-shaped model by a rule fixed before its runs
+# (results/flux_choices_v3): half the reference's step kept every subject more often than the
+# whole step ("present" +0.170 [+0.057, +0.295] on seed-1 noise) with no more extra objects
+# than vanilla's + 0.10; quarter and double steps did worse. A flow-matching latent is moved in
+# velocity units, not the reference's, so no step carries over from the UNet unmeasured.
+JOINT_STEP_SCALE = 0.5
+
 
 def joint_map_probabilities(keys: str, q: torch.Tensor, k: torch.Tensor, queries: tuple[int, int],
                             columns: tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:

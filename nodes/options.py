@@ -41,8 +41,9 @@ def guidance_inputs() -> list:
     return [
         io.Combo.Input("method", options=list(PRESETS), default="AI-T2I", tooltip=METHOD_TOOLTIP),
         io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.05, tooltip=(
-            "Multiplies every update's step size. 0 turns guidance off: the output is then exactly the base "
-            "sampler's.")),
+            "Multiplies every update's step size. 1 is the reference's step on SD1.x/SDXL and half of it on "
+            "SD3/Flux (chosen on the embedded Flux-shaped model). 0 turns guidance off: the output is then exactly "
+            "the base sampler's.")),
         io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
             "First guided step, as a fraction of the sampling steps.")),
         io.Float.Input("end_percent", default=0.5, min=0.0, max=1.0, step=0.01, tooltip=(

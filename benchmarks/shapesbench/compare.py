@@ -72,6 +72,15 @@ def default_pairs(labels: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a in ai for b in (["vanilla"] if "vanilla" in labels else []) + ae]
 
 
+def baseline_pairs(labels: list[str], baselines: list[str]) -> list[tuple[str, str]]:
+    """Every row set but vanilla against each baseline row set (e.g. a method at its default
+    settings, so that every other reading is paired with the setting it would replace)."""
+    for b in baselines:
+        if b not in labels:
+            raise SystemExit(f"--baseline {b!r} is no row set; there are: {', '.join(labels)}")
+    return [(a, b) for b in baselines for a in labels if a not in (b, "vanilla")]
+
+
 def compare_markdown(rows: list[dict], pairs: list[tuple[str, str]], folders: list[pathlib.Path]) -> str:
     labels = list(dict.fromkeys(r["method"] for r in rows))
     held = [r for r in rows if r["held_out"]]
@@ -151,11 +160,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", default=None,
                     help="extra gains, 'FIRST:SECOND,...' by row-set name (default gains: every AI-T2I row set "
                          "against vanilla and every Attend-and-Excite row set)")
+    ap.add_argument("--baseline", action="append", default=[],
+                    help="pair every row set but vanilla with this one as well (repeatable), e.g. a method "
+                         "at its default settings")
     ap.add_argument("--out", type=pathlib.Path, default=None, help="write the report here (.md) as well")
     args = ap.parse_args(argv)
     rows = labelled_rows(args.folders)
     labels = list(dict.fromkeys(r["method"] for r in rows))
-    text = compare_markdown(rows, default_pairs(labels) + parse_pairs(args.pairs), args.folders)
+    pairs = default_pairs(labels) + baseline_pairs(labels, args.baseline) + parse_pairs(args.pairs)
+    text = compare_markdown(rows, list(dict.fromkeys(pairs)), args.folders)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

@@ -19,6 +19,7 @@ import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from ...ai_t2i_attention import pool_maps
+from ...ai_t2i_attention.joint_maps import JOINT_STEP_SCALE
 from ...ai_t2i_attention.layers import Layer, map_size
 from .dit import SLOTS, dit_kind, dit_layers, dit_work, is_dit, run_block
 from .dit_hooks import JointBlockHook, JointLayout, dit_pass_options
@@ -35,12 +36,14 @@ class Family(Protocol):
     hook_type:  the class of its hooks
     units:      what its hooked layers are called in messages ("layers" / "blocks")
     attention:  what a layer whose hook did not fire was bypassed in ("cross-attention" / ...)
+    step_scale: the step strength 1 takes, as a multiple of the reference's step size
     """
 
     patch_kind: str
     hook_type: type
     units: str
     attention: str
+    step_scale: float
 
     def layers(self) -> list[Layer]:
         """Every layer the patch node hooks, in execution order."""
@@ -76,6 +79,7 @@ class UNetFamily:
     hook_type: type = CrossAttentionHook
     units: str = "layers"
     attention: str = "cross-attention"
+    step_scale: float = 1.0  # the reference's own step
 
     def layers(self) -> list[Layer]:
         return cross_attention_layers(self.model.diffusion_model)
@@ -111,6 +115,10 @@ class DiTFamily:
     hook_type: type = JointBlockHook
     units: str = "blocks"
     attention: str = "the joint attention"
+
+    @property
+    def step_scale(self) -> float:
+        return JOINT_STEP_SCALE  # chosen on the Flux-shaped toy (joint_maps.py says how)
 
     def layers(self) -> list[Layer]:
         return dit_layers(self.model)

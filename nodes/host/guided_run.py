@@ -111,7 +111,8 @@ class GuidedRun:
         z = x * c_in
         new_z, report = guided_update(
             z, lambda z: self._terms(z / c_in, sigma, model_options, step), step,
-            self.settings.strength * schedule.step_size(step, self.total_steps), refinement,
+            self.settings.strength * self.guidance_pass.family.step_scale * schedule.step_size(step, self.total_steps),
+            refinement,
             comfy.model_management.throw_exception_if_processing_interrupted)
         new_x = x + (new_z - z) / c_in  # an image whose update was skipped keeps x bit for bit
         self.record.reports.append(report)

@@ -43,6 +43,16 @@ def test_row_sets_are_named_by_the_settings_that_differ(tmp_path):
     assert 0 < lo <= 0.5 <= hi  # every prompt gains: the interval excludes 0
 
 
+def test_a_baseline_pairs_every_other_row_set_but_vanilla_and_must_exist():
+    labels = ["vanilla", "ai_t2i", "ai_t2i strength 0.5", "attend_and_excite"]
+    assert compare.baseline_pairs(labels, ["ai_t2i"]) == [("ai_t2i strength 0.5", "ai_t2i"),
+                                                          ("attend_and_excite", "ai_t2i")]
+    assert compare.baseline_pairs(labels, ["vanilla"]) == [("ai_t2i", "vanilla"), ("ai_t2i strength 0.5", "vanilla"),
+                                                           ("attend_and_excite", "vanilla")]
+    with pytest.raises(SystemExit, match="'ai_t2i strength 2' is no row set; there are: vanilla, ai_t2i"):
+        compare.baseline_pairs(labels, ["ai_t2i strength 2"])
+
+
 def test_folders_with_other_noise_are_refused(tmp_path):
     a = _folder(tmp_path, "a", [_row(0, 0, "vanilla", True)])
     b = _folder(tmp_path, "b", [_row(0, 0, "ai_t2i", True, noise_seed=1)])

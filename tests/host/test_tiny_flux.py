@@ -83,6 +83,23 @@ def test_guidance_changes_the_flux_sample(pack, tiny_flux):
     assert (guided - vanilla).abs().max() > 1e-4
 
 
+def test_strength_1_on_a_joint_attention_model_takes_half_the_references_step(pack, tiny_flux, monkeypatch):
+    """The SD3/Flux step chosen on the Flux-shaped toy: strength 1 there is the step the
+    reference's unit gave at strength 0.5, bit for bit; the UNet family keeps the reference's."""
+    model, clip, _ = tiny_flux
+    patched = patch(pack, model)
+    positive = encode(pack, clip, "a red circle and a blue square", "circle, square")
+    negative = plain(clip)
+    kw = dict(steps=4, seed=3)
+    assert families.UNetFamily(None).step_scale == 1.0
+    default = run(patched, guided_sampler(pack, strength=1.0), positive, negative, **kw)
+    monkeypatch.setattr(families, "JOINT_STEP_SCALE", 1.0)  # the reference's unit
+    half = run(patched, guided_sampler(pack, strength=0.5), positive, negative, **kw)
+    whole = run(patched, guided_sampler(pack, strength=1.0), positive, negative, **kw)
+    assert torch.equal(default, half)
+    assert (whole - default).abs().max() > 1e-5
+
+
 def test_each_joint_map_rule_guides_the_flux_sample_and_the_log_names_it(pack, tiny_flux):
     """The joint_map setting reaches the joint-attention guidance: each rule moves the sample
     its own way, and a rule other than the default is named in the run log."""
