@@ -228,6 +228,8 @@ def results(out: pathlib.Path) -> dict:
                 values[f"sigma {lv.label}"] = sigma
             for key in ("pointing", "ratio", "cosine"):
                 values[f"{ls} {key} {lv.label}"] = row[key]
+            if row.get("x0_pointing") is not None:  # the same for every layer set: no attention read
+                values[f"x0 finds {lv.label}"] = row["x0_pointing"]
     return values
 
 
@@ -252,6 +254,12 @@ def checks(values: dict, targets: Optional[Targets] = None) -> list[tuple[str, s
             out.append((f"{ls}: {name} {sign} {bound:g} ({_levels_text(targets)})" + ("" if counted else
                                                                                         ", shown, not a target"),
                         " / ".join(f"{g:.2f}" for g in got), met if counted else None))
+    x0 = [values.get(f"x0 finds {lv.label}") for lv in targets.levels]
+    if all(v is not None for v in x0):
+        # How often the model's own denoised estimate puts a subject's colour on its object: the
+        # layout the noisy latent still tells the model, which no map can point beyond.
+        out.append((f"x0 finds, the yardstick of pointing ({_levels_text(targets)}), shown, not a target",
+                    " / ".join(f"{v:.2f}" for v in x0), None))
     out += [
         (f"vanilla one subject correct >= {targets.single_correct:g}", f"{values['single_correct']:.3f}",
          values["single_correct"] >= targets.single_correct),

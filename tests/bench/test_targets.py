@@ -107,6 +107,21 @@ def test_flux_targets_are_the_issues_and_read_the_loss_set_only(tmp_path):
     assert not unet["two subjects: missing or merged >= 0.3"]
 
 
+def test_x0_finds_is_shown_beside_the_pointing_targets_and_not_counted(tmp_path):
+    folder = _flux_folder(tmp_path)
+    gpath = folder / "grounding" / "grounding.json"
+    grounding = json.loads(gpath.read_text())
+    for ls in grounding:  # grounding.py writes the same yardstick under every layer set
+        for lv, x0 in zip(targets.FLUX_TARGETS.levels, (0.5, 0.75, 0.97)):
+            grounding[ls]["rows"][f"renders {lv.label}"]["x0_pointing"] = x0
+    gpath.write_text(json.dumps(grounding))
+    v = targets.results(folder)
+    rows = {name: (got, met) for name, got, met in targets.checks(v)}
+    assert rows["x0 finds, the yardstick of pointing (steps 3 / 6 / 9 of 20), shown, not a target"] == (
+        "0.50 / 0.75 / 0.97", None)
+    assert targets.rank_key(v) == (6, 0.9)
+
+
 def test_flux_loss_set_given_counts_that_set(tmp_path):
     v = targets.results(_flux_folder(tmp_path, loss_layers="joint+single"))
     met = {name: ok for name, _, ok in targets.checks(v)}
