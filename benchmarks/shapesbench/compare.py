@@ -29,7 +29,7 @@ from benchmarks.shapesbench.run import (FAILURE_KINDS, GAIN_CI_KEYS, GAIN_HEADER
 
 # Settings rows may differ in between folders (they name the row sets); every other setting
 # must agree, or the rows would not start from the same noise.
-VARYING = ("strength", "layers", "end_percent", "joint_map")
+VARYING = ("strength", "layers", "start_percent", "end_percent", "joint_map")
 SHARED = ("model", "model_sha256", "steps", "cfg", "sampler", "scheduler", "job", "noise_seed")
 
 

@@ -96,10 +96,10 @@ SINGLE_GRID: list[PromptSpec] = [
 
 # Settings that must match for lines of one results.jsonl to be comparable.
 RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "job", "noise_seed", "model", "model_sha256", "strength",
-            "end_percent", "layers", "joint_map")
+            "start_percent", "end_percent", "layers", "joint_map")
 # Rows written before a setting existed were made with its value then; the model's digest
 # was not kept, so such rows never match a run that knows it (two models can share a name).
-LEGACY_VALUES = {"layers": "down+up", "model_sha256": None, "joint_map": "joint softmax"}
+LEGACY_VALUES = {"layers": "down+up", "model_sha256": None, "joint_map": "joint softmax", "start_percent": 0.0}
 
 
 def run_settings(args) -> dict:
@@ -128,7 +128,7 @@ def _n(class_type: str, **inputs) -> dict:
 
 def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int, batch: int, steps: int,
                 cfg: float, sampler: str, scheduler: str, strength: float, end_percent: float,
-                prefix: str, layers: str = "auto", joint_map: str = "joint softmax") -> dict:
+                prefix: str, layers: str = "auto", joint_map: str = "joint softmax", start_percent: float = 0.0) -> dict:
     """The API-format graph of one job. The saved images are node "7"'s output."""
     node_method = METHODS[method]
     g = {
@@ -142,7 +142,7 @@ def build_graph(spec: PromptSpec, method: str, model_name: str, noise_seed: int,
     if node_method is None:
         g["5"] = _n("KSampler", **common)
     else:
-        g["5"] = _n("AIT2IKSampler", method=node_method, strength=strength, start_percent=0.0,
+        g["5"] = _n("AIT2IKSampler", method=node_method, strength=strength, start_percent=start_percent,
                     end_percent=end_percent, layers=layers, joint_map=joint_map, **common)
     g["6"] = _n("VAEDecode", samples=["5", 0], vae=["1", 2])
     g["7"] = _n("SaveImage", images=["6", 0], filename_prefix=prefix)
@@ -309,7 +309,7 @@ def run_job(executor, spec: PromptSpec, p: int, method: str, seed_ids: list[int]
     batch = len(seed_ids) if args.job == "seed" else args.seeds
     graph = build_graph(spec, method, args.model.name, noise_seed, batch, args.steps, args.cfg, args.sampler,
                         args.scheduler, args.strength, args.end_percent, prefix=f"shapesbench_p{p:02d}_{method}",
-                        layers=args.layers, joint_map=args.joint_map)
+                        layers=args.layers, joint_map=args.joint_map, start_percent=args.start_percent)
     t0 = time.perf_counter()
     images = executor.run(graph)
     seconds = time.perf_counter() - t0
@@ -508,7 +508,7 @@ def summary_markdown(rows: list[dict], methods: list[str]) -> str:
         "",
         f"Model `{settings.get('model')}`, {settings.get('steps')} steps, {settings.get('sampler')} / "
         f"{settings.get('scheduler')}, cfg {settings.get('cfg')}, guidance strength {settings.get('strength')} "
-        f"up to {settings.get('end_percent')} of the steps; job kind `{settings.get('job')}`, noise seed "
+        f"from {settings.get('start_percent', 0.0)} up to {settings.get('end_percent')} of the steps; job kind `{settings.get('job')}`, noise seed "
         f"{settings.get('noise_seed')}. {n_prompts} prompts x {len(seeds)} seeds; {len(rows)} images scored.",
         "",
         "Rates with 95% Wilson intervals. present: every subject's shape found as its own object; "
@@ -652,6 +652,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sampler", default="euler")
     ap.add_argument("--scheduler", default="normal")
     ap.add_argument("--strength", type=float, default=1.0, help="AI-T2I / A&E step size multiplier")
+    ap.add_argument("--start-percent", type=float, default=0.0, help="guidance starts at this fraction of the steps")
     ap.add_argument("--end-percent", type=float, default=0.5, help="guidance stops at this fraction of the steps")
     ap.add_argument("--layers", default="auto", help="layer set the guided methods read (rows made before 'auto' "
                                                      "existed read down+up)")

@@ -53,6 +53,18 @@ def test_a_baseline_pairs_every_other_row_set_but_vanilla_and_must_exist():
         compare.baseline_pairs(labels, ["ai_t2i strength 2"])
 
 
+def test_a_guided_range_names_its_row_set_and_older_rows_started_at_0(tmp_path):
+    from benchmarks.shapesbench.prompts import EVAL_PROMPTS
+    from benchmarks.shapesbench.run import build_graph
+    graph = build_graph(EVAL_PROMPTS[0], "ai_t2i", "m.safetensors", 0, 1, 20, 5.0, "euler", "normal", 1.0, 0.5,
+                        prefix="p", start_percent=0.15)
+    assert (graph["5"]["inputs"]["start_percent"], graph["5"]["inputs"]["end_percent"]) == (0.15, 0.5)
+    old = [_row(0, 0, "vanilla", True), _row(0, 0, "ai_t2i", True)]  # written before start_percent was kept
+    late = [_row(0, 0, "ai_t2i", False, start_percent=0.15)]
+    rows = compare.labelled_rows([_folder(tmp_path, "old", old), _folder(tmp_path, "late", late)])
+    assert list(dict.fromkeys(r["method"] for r in rows)) == ["vanilla", "ai_t2i", "ai_t2i start_percent 0.15"]
+
+
 def test_folders_with_other_noise_are_refused(tmp_path):
     a = _folder(tmp_path, "a", [_row(0, 0, "vanilla", True)])
     b = _folder(tmp_path, "b", [_row(0, 0, "ai_t2i", True, noise_seed=1)])
