@@ -74,11 +74,16 @@ def default_pairs(labels: list[str]) -> list[tuple[str, str]]:
 
 def baseline_pairs(labels: list[str], baselines: list[str]) -> list[tuple[str, str]]:
     """Every row set but vanilla against each baseline row set (e.g. a method at its default
-    settings, so that every other reading is paired with the setting it would replace)."""
-    for b in baselines:
-        if b not in labels:
-            raise SystemExit(f"--baseline {b!r} is no row set; there are: {', '.join(labels)}")
-    return [(a, b) for b in baselines for a in labels if a not in (b, "vanilla")]
+    settings, so that every other reading is paired with the setting it would replace). A
+    baseline is a row set's label, or a method name that exactly one row set has."""
+    pairs = []
+    for name in baselines:
+        found = [name] if name in labels else [m for m in labels if m.split()[0] == name]
+        if len(found) != 1:
+            raise SystemExit(f"--baseline {name!r} is {'no' if not found else 'more than one'} row set; name one of: "
+                             f"{', '.join(labels)}")
+        pairs += [(a, found[0]) for a in labels if a not in (found[0], "vanilla")]
+    return pairs
 
 
 def compare_markdown(rows: list[dict], pairs: list[tuple[str, str]], folders: list[pathlib.Path]) -> str:

@@ -49,8 +49,14 @@ def test_a_baseline_pairs_every_other_row_set_but_vanilla_and_must_exist():
                                                           ("attend_and_excite", "ai_t2i")]
     assert compare.baseline_pairs(labels, ["vanilla"]) == [("ai_t2i", "vanilla"), ("ai_t2i strength 0.5", "vanilla"),
                                                            ("attend_and_excite", "vanilla")]
-    with pytest.raises(SystemExit, match="'ai_t2i strength 2' is no row set; there are: vanilla, ai_t2i"):
+    with pytest.raises(SystemExit, match="'ai_t2i strength 2' is no row set; name one of: vanilla, ai_t2i"):
         compare.baseline_pairs(labels, ["ai_t2i strength 2"])
+    # a method name stands for its one row set, whatever settings name it
+    labelled = ["vanilla", "ai_t2i layers joint", "attend_and_excite layers joint"]
+    assert compare.baseline_pairs(labelled, ["attend_and_excite"]) == [("ai_t2i layers joint",
+                                                                        "attend_and_excite layers joint")]
+    with pytest.raises(SystemExit, match="'ai_t2i' is more than one row set"):
+        compare.baseline_pairs(["ai_t2i layers joint", "ai_t2i strength 0.5"], ["ai_t2i"])
 
 
 def test_a_guided_range_names_its_row_set_and_older_rows_started_at_0(tmp_path):
