@@ -134,6 +134,7 @@ def test_targets_measure_and_report_a_flux_file(flux_file, tmp_path):
     assert names[1:] == [f"{ls}: {key} (steps 3 / 6 / 9 of 20){'' if ls == 'joint' else ', shown, not a target'}"
                          for ls in ("joint", "joint+single")
                          for key in ("pointing >= 0.9", "own/other >= 3", "cosine <= 0.5")] + [
+        "x0 finds, the yardstick of pointing (steps 3 / 6 / 9 of 20), shown, not a target",
         "vanilla one subject correct >= 0.9", "two subjects: extra object <= 0.25",
         "two subjects: missing or merged >= 0.25", "targets met"]
     met = targets.rank_key(targets.results(out))[0]

@@ -11,7 +11,12 @@ own model code may order its sums differently (0.3.64's Flux blocks): a looser o
 The joint-attention map changed on purpose after the fixture was recorded (part 11: the kept
 image-to-text block from a fused kernel's log-sum-exp instead of every score in float32). The
 structure is proven on the DiT runs with the previous map path put back (bit for bit), and the
-new map is held to the previous one over whole runs within MAP_TOLERANCE."""
+new map is held to the previous one over whole runs within MAP_TOLERANCE.
+
+The SD3/Flux step changed on purpose too (part 10: strength 1 takes half the reference's step
+there, JOINT_STEP_SCALE, chosen on the Flux-shaped toy). The fixture's DiT runs took the
+reference's step, so every run here puts that unit back; that the new unit only halves the step,
+bit for bit, is tests/host/test_tiny_flux.py's."""
 import pytest
 import torch
 
@@ -36,7 +41,16 @@ def recorded():
 
 
 @pytest.fixture(scope="module")
-def results(pack):
+def fixture_step():
+    """The step unit the fixture was recorded with: the reference's, on every family."""
+    from ai_t2i_pack.nodes.host import families
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(families, "JOINT_STEP_SCALE", 1.0)
+        yield
+
+
+@pytest.fixture(scope="module")
+def results(pack, fixture_step):
     """Every run with the map path the fixture was recorded with (the explicit float32 joint map)."""
     from ai_t2i_pack.ai_t2i_attention import joint_maps
     with joint_maps.explicit_joint_maps():
@@ -44,7 +58,7 @@ def results(pack):
 
 
 @pytest.fixture(scope="module")
-def fused_map_results(pack):
+def fused_map_results(pack, fixture_step):
     """The DiT runs with the shipped joint map (the fused kernel)."""
     return run_all(pack, only=DIT_RUNS)
 
