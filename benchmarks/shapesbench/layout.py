@@ -34,11 +34,13 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.shapesbench.evaluate import PromptSpec, detect, score  # noqa: E402
 from benchmarks.shapesbench.prompts import EVAL_PROMPTS, subject_prompt_inputs, subject_words  # noqa: E402
-from benchmarks.shapesbench.run import (DEFAULT_MODEL, LocalExecutor, ResultsWriter, image_grid,  # noqa: E402
+from benchmarks.shapesbench.run import (DEFAULT_MODEL, LocalExecutor, ResultsWriter, image_grid, model_digest,  # noqa: E402
                                         parse_prompt_selection, read_results)
 
 CANVAS = 128
-RUN_KEYS = ("steps", "cfg", "sampler", "scheduler", "noise_seed", "weight", "end_percent")
+# Settings that must match for lines of one results.jsonl to be comparable; the model by file
+# name and digest, as run.py keeps them (rows from before the model was kept match no run).
+RUN_KEYS = ("model", "model_sha256", "steps", "cfg", "sampler", "scheduler", "noise_seed", "weight", "end_percent")
 
 
 def target_boxes(prompt_index: int, n: int = 2, lo: float = 0.30, hi: float = 0.40,
@@ -119,6 +121,13 @@ def score_image(png: bytes, spec: PromptSpec, boxes) -> dict:
     return {"correct": result["correct"], "present": result["present"], "subjects": per_subject}
 
 
+def run_settings(args) -> dict:
+    """The settings a row is made under, as RUN_KEYS names them."""
+    digest = model_digest(args.model) if args.model.is_file() else None
+    return {k: args.model.name if k == "model" else digest if k == "model_sha256" else getattr(args, k)
+            for k in RUN_KEYS}
+
+
 def run(args) -> None:
     out = pathlib.Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -126,10 +135,11 @@ def run(args) -> None:
     methods = ["vanilla"] + [f"{k}@{s:g}" for s in args.strengths for k in ("ai_t2i", "layout")]
     prompt_ids = parse_prompt_selection(args.prompts, len(EVAL_PROMPTS))
     existing = read_results(path, repair=True)
-    mine = {k: getattr(args, k) for k in RUN_KEYS}
+    mine = run_settings(args)
     for row in existing:
-        if {k: row.get(k) for k in RUN_KEYS} != mine:
-            raise SystemExit(f"{path} was made with other settings; use another --out")
+        other = {k: row.get(k) for k in RUN_KEYS}
+        if other != mine:
+            raise SystemExit(f"{path} was made with other settings {other} (this run: {mine}); use another --out")
     done = {(r["prompt_index"], r["seed"], r["method"]) for r in existing}
     jobs = [(p, m) for p in prompt_ids for m in methods
             if any((p, s, m) not in done for s in range(args.seeds))]
@@ -181,7 +191,7 @@ def write_summary(out: pathlib.Path, methods: list[str] | None = None) -> None:
     first = rows[0]
     lines = [
         "# ShapesBench layout: does each subject land in its box?", "",
-        f"Embedded tiny model, {CANVAS} px, {first['steps']} {first['sampler']} steps, cfg {first['cfg']}, guidance over "
+        f"Model {first.get('model', 'not recorded')}, {CANVAS} px, {first['steps']} {first['sampler']} steps, cfg {first['cfg']}, guidance over "
         f"the first {first['end_percent']:.0%} of the steps, layout weight {first['weight']}. Each prompt has one "
         "random layout of two non-overlapping square boxes (30-40 % of the side); the seeds of a prompt are one "
         "batch from one noise seed, so all methods start from the same noise image by image.", "",
