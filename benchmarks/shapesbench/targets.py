@@ -190,6 +190,19 @@ def _settings(out: pathlib.Path, grounding: dict) -> tuple[str, Optional[str]]:
     return ("flux" if any(r.get("joint") for r in grounding.values()) else "unet"), None
 
 
+def single_failures(single: list[dict]) -> dict:
+    """What goes wrong with one subject, each a share of all one-subject images (an image can
+    count in more than one): no object drawn; objects but none of the caption's shape; the shape
+    in another colour; an object beside it (a second copy or another shape)."""
+    n = max(len(single), 1)
+    return {
+        "single nothing": sum(r["n_detected"] == 0 for r in single) / n,
+        "single wrong shape": sum(bool(r["missing"]) and r["n_detected"] > 0 for r in single) / n,
+        "single wrong colour": sum(r["present"] and not r["bound"] for r in single) / n,
+        "single extra": sum(not r["no_extra"] for r in single) / n,
+    }
+
+
 def results(out: pathlib.Path) -> dict:
     """Every measured value a target reads, from a measured folder."""
     from benchmarks.shapesbench.run import failure_kinds
@@ -214,6 +227,7 @@ def results(out: pathlib.Path) -> dict:
         "extra_object": kinds["extra object"],
         "missing_or_merged": sum(bool(r["missing"] or r["merged"]) for r in two) / max(len(two), 1),
         "colour_leaked": kinds["colour leaked"],
+        **single_failures(single),
     }
     for ls in targets.measured_sets:
         if ls not in grounding:
@@ -263,6 +277,9 @@ def checks(values: dict, targets: Optional[Targets] = None) -> list[tuple[str, s
     out += [
         (f"vanilla one subject correct >= {targets.single_correct:g}", f"{values['single_correct']:.3f}",
          values["single_correct"] >= targets.single_correct),
+        ("one subject, what fails (vanilla): nothing / wrong shape / wrong colour / extra object, shown, not a target",
+         " / ".join(f"{values[f'single {k}']:.3f}" for k in ("nothing", "wrong shape", "wrong colour", "extra")),
+         None),
         (f"two subjects: extra object <= {targets.extra_object:g}", f"{values['extra_object']:.3f}",
          values["extra_object"] <= targets.extra_object),
         (f"two subjects: missing or merged >= {targets.missing_or_merged:g}", f"{values['missing_or_merged']:.3f}",

@@ -8,10 +8,12 @@ sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))  # after the h
 from benchmarks.shapesbench import targets
 
 
-def _row(subjects, correct=True, missing=(), merged=False, present=True, bound=True, no_extra=True):
+def _row(subjects, correct=True, missing=(), merged=False, present=True, bound=True, no_extra=True, n_detected=None):
+    if n_detected is None:
+        n_detected = len(subjects) - len(missing) + (not no_extra)
     return {"prompt": "p", "prompt_index": 0, "seed": 0, "method": "vanilla", "model": "m.safetensors",
             "subjects": subjects, "correct": correct, "missing": list(missing), "merged": merged,
-            "present": present, "bound": bound, "no_extra": no_extra}
+            "present": present, "bound": bound, "no_extra": no_extra, "n_detected": n_detected}
 
 
 def _write(folder: pathlib.Path, single, two, grounding):
@@ -42,6 +44,21 @@ def test_results_read_rates_from_the_benchmark_files(tmp_path):
     assert not met["two subjects: extra object <= 0.15"]
     assert not met["two subjects: missing or merged >= 0.3"]
     assert met["two subjects: colour leakage present"]
+
+
+def test_one_subject_failures_are_told_apart(tmp_path):
+    one, two = [["circle", "red"]], [["circle", None], ["square", None]]
+    single = ([_row(one)] * 6
+              + [_row(one, correct=False, missing=["circle"], present=False, bound=False, n_detected=0)]
+              + [_row(one, correct=False, missing=["circle"], present=False, bound=False, n_detected=1)]
+              + [_row(one, correct=False, bound=False)]
+              + [_row(one, correct=False, no_extra=False)])
+    _write(tmp_path, single, [_row(two)], _grounding(0.95, 4.0, 0.3))
+    v = targets.results(tmp_path)
+    assert (v["single nothing"], v["single wrong shape"], v["single wrong colour"], v["single extra"]) == (0.1,) * 4
+    shown = {name: (got, ok) for name, got, ok in targets.checks(v)}
+    row = [k for k in shown if k.startswith("one subject, what fails")]
+    assert row and shown[row[0]] == ("0.100 / 0.100 / 0.100 / 0.100", None)  # shown, never counted as a target
 
 
 def test_ranking_counts_targets_then_single_correctness(tmp_path):
@@ -92,7 +109,9 @@ def test_flux_targets_are_the_issues_and_read_the_loss_set_only(tmp_path):
     assert rows["joint: own/other >= 3 (steps 3 / 6 / 9 of 20)"][1] is True
     assert rows["joint: cosine <= 0.5 (steps 3 / 6 / 9 of 20)"][1] is True
     shown = [name for name, (_, met) in rows.items() if met is None]
-    assert shown and all(name.startswith("joint+single:") for name in shown)  # measured, not counted
+    assert shown and all(name.endswith(", shown, not a target") for name in shown)  # measured, not counted
+    assert any(name.startswith("joint+single:") for name in shown)
+    assert not any(name.startswith("joint:") for name in shown)  # the set the loss reads counts
     assert rows["vanilla one subject correct >= 0.9"][1] is True
     assert rows["two subjects: missing or merged >= 0.25"][1] is True
     assert rows["two subjects: extra object <= 0.25"][1] is True
