@@ -32,8 +32,8 @@ JOINT_MAP_TOOLTIP = (
     "SD3/SD3.5 and Flux.1 only (a UNet's maps are its cross-attention's, a softmax over the text already): how a "
     "joint-attention block's image-to-word attention becomes a subject's map. 'joint softmax': the attention's own "
     "probabilities, a softmax over every text and image token. 'text softmax': a softmax over the text tokens alone, "
-    "as Attend-and-Excite's SD3 ports read it. 'sharpened joint softmax': the joint softmax, each subject's map "
-    "blurred, cubed and normalised over the image, as FOCUS shapes its maps.")
+    "as Attend-and-Excite's SD3 ports read it. 'sharpened joint softmax' (default, chosen on the Flux-shaped toy): "
+    "the joint softmax, each subject's map blurred, cubed and normalised over the image, as FOCUS shapes its maps.")
 
 
 def guidance_inputs() -> list:

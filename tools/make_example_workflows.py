@@ -69,7 +69,7 @@ def main():
     out.mkdir(exist_ok=True)
     for name, make in EXAMPLES.items():
         wf = api_to_ui(make(), host.nodes.NODE_CLASS_MAPPINGS)
-        (out / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
+        (out / f"{name}.json").write_text(json.dumps(wf, indent=2) + "\n")
         print("wrote", f"example_workflows/{name}.json")
 
 

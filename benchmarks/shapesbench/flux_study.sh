@@ -66,7 +66,7 @@ choices)
   ;;
 evidence)
   LAYERS=${LAYERS:-joint}
-  JOINT_MAP=${JOINT_MAP:-joint softmax}
+  JOINT_MAP=${JOINT_MAP:-sharpened joint softmax}
   STRENGTH=${STRENGTH:-1}
   VANILLA=${VANILLA:?the targets two-subject run of MODEL, e.g. results/targets/NAME/two}
   RE="$R --noise-seed 0 --layers '$LAYERS' --joint-map '$JOINT_MAP' --strength $STRENGTH"

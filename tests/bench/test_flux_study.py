@@ -44,7 +44,7 @@ def test_evidence_runs_every_method_at_the_chosen_settings_and_pairs_them(study)
         ["ai_t2i", "attend_and_excite", "aggregation_only", "isolation_only", "divide_and_bind", "a_star"])
     for c in runs:  # the node's defaults, on the benchmark's noise, all 34 prompts x 8 seeds
         assert (_flag(c, "--noise-seed"), _flag(c, "--strength"), _flag(c, "--layers"), _flag(c, "--joint-map"),
-                _flag(c, "--seeds")) == ("0", "1", "joint", "joint softmax", "8")
+                _flag(c, "--seeds")) == ("0", "1", "joint", "sharpened joint softmax", "8")
         assert "--prompts" not in c
     grounding = next(c for c in calls if _script(c) == "grounding.py")
     assert _flag(grounding, "--methods") == "vanilla,ai_t2i" and _flag(grounding, "--sample-strength") == "1"

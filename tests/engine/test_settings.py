@@ -4,6 +4,7 @@ import pytest
 
 from ai_t2i_attention import (PRESETS, GuidanceSchedule, GuidanceSettings, RunRecord, SettingsError, StepReport,
                               configured_preset)
+from ai_t2i_attention.joint_maps import JointMapRule
 
 WIDGETS = dict(method="AI-T2I", strength=1.0, start_percent=0.0, end_percent=0.5)
 
@@ -28,7 +29,8 @@ def test_widgets_make_the_preset_and_schedule():
 
 
 def test_joint_map_names_a_rule_and_an_unknown_one_names_the_choices():
-    assert settings().joint_map == "joint softmax" and settings().joint_map_rule.keys == "all"
+    assert settings().joint_map == "sharpened joint softmax" and settings().joint_map_rule.sharpen
+    assert settings(joint_map="joint softmax").joint_map_rule == JointMapRule("all", sharpen=False)
     s = settings(joint_map="sharpened joint softmax")
     assert (s.joint_map_rule.keys, s.joint_map_rule.sharpen) == ("all", True)
     assert settings(joint_map="text softmax").joint_map_rule.keys == "text"

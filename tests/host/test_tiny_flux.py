@@ -116,9 +116,9 @@ def test_each_joint_map_rule_guides_the_flux_sample_and_the_log_names_it(pack, t
     for a, b in (("joint softmax", "text softmax"), ("joint softmax", "sharpened joint softmax"),
                  ("text softmax", "sharpened joint softmax")):
         assert (samples[a] - samples[b]).abs().max() > 1e-5, (a, b)
-    assert "double 0, 1, 2, 3 (4 layers), guidance pass" in logs["joint softmax"]  # the default: as before
+    assert "double 0, 1, 2, 3 (4 layers), guidance pass" in logs["sharpened joint softmax"]  # the default
     assert "double 0, 1, 2, 3 (4 layers) as text softmax," in logs["text softmax"]
-    assert "(4 layers) as sharpened joint softmax," in logs["sharpened joint softmax"]
+    assert "(4 layers) as joint softmax," in logs["joint softmax"]
 
 
 def test_config_architecture_round_trip():

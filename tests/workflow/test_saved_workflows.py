@@ -30,7 +30,7 @@ SAVED_WIDGETS = {
 }
 
 # Widget values of inputs added at a node's end after the file was saved: their defaults.
-ADDED_WIDGETS = {"AIT2IGuidedSampler": ["joint softmax"], "AIT2IKSampler": ["joint softmax"]}
+ADDED_WIDGETS = {"AIT2IGuidedSampler": ["sharpened joint softmax"], "AIT2IKSampler": ["sharpened joint softmax"]}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_saved_widget_values_keep_their_names(host):
     # Widgets added at a node's end since (the samplers' joint_map) read as their defaults, as on the page.
     for node in graph.values():
         if node["class_type"] in ("AIT2IGuidedSampler", "AIT2IKSampler"):
-            assert node["inputs"]["joint_map"] == "joint softmax"
+            assert node["inputs"]["joint_map"] == "sharpened joint softmax"
     again = api_to_ui(graph, host.nodes.NODE_CLASS_MAPPINGS)
     for saved, today in zip(wf["nodes"], again["nodes"]):
         added = ADDED_WIDGETS.get(saved["type"], [])
