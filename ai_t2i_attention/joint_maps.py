@@ -359,7 +359,8 @@ DEFAULT_JOINT_MAP = "sharpened joint softmax"
 # (UNet) step size. Chosen on the embedded Flux-shaped model by a rule fixed before its runs
 # (results/flux_choices_v3): half the reference's step kept every subject more often than the
 # whole step ("present" +0.170 [+0.057, +0.295] on seed-1 noise) with no more extra objects
-# than vanilla's + 0.10; quarter and double steps did worse. A flow-matching latent is moved in
+# than vanilla's + 0.10; quarter and double steps did worse. On attempt 6 (results/flux_choices_v4)
+# neither half nor double of this step beat it. A flow-matching latent is moved in
 # velocity units, not the reference's, so no step carries over from the UNet unmeasured.
 JOINT_STEP_SCALE = 0.5
 

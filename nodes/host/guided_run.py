@@ -88,6 +88,9 @@ class GuidedRun:
         self.layers = layers
         self.regions = regions
         self.record = record
+        # joint_map is a joint-attention (DiT) model's setting: a UNet's cross-attention maps are
+        # a softmax over the text already and are read as they are, whatever it says.
+        self.sharpen = settings.joint_map_rule.sharpen and any(l.pool for l in layers)
         # Smoothed subject maps of the latest guidance pass, and of the previous guided step's
         # last pass: the state that A-STAR retention and CONFORM read as maps.previous.
         self.latest_maps: Optional[torch.Tensor] = None
@@ -141,7 +144,7 @@ class GuidedRun:
                                f"gives {self.record.map_size} at the layers read")
         with record_function("ai_t2i.loss"):  # the subject maps are the loss's first part
             return subject_maps(avg, self.groups, regions=self.regions, previous=self.previous_maps,
-                                sharpen=self.settings.joint_map_rule.sharpen)
+                                sharpen=self.sharpen)
 
     def _terms(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict, step: int) -> dict:
         """The method's loss terms {term: (B,)} at latent x, from one guidance pass with gradients."""

@@ -16,7 +16,12 @@ new map is held to the previous one over whole runs within MAP_TOLERANCE.
 The SD3/Flux step changed on purpose too (part 10: strength 1 takes half the reference's step
 there, JOINT_STEP_SCALE, chosen on the Flux-shaped toy). The fixture's DiT runs took the
 reference's step, so every run here puts that unit back; that the new unit only halves the step,
-bit for bit, is tests/host/test_tiny_flux.py's."""
+bit for bit, is tests/host/test_tiny_flux.py's.
+
+The SD3/Flux map rule changed on purpose after that (joint_map's default became the sharpened
+joint softmax, chosen on attempt 6 of the Flux-shaped toy). The fixture's DiT runs read the plain
+joint softmax, so every run here reads the default name as that rule; that each rule guides its
+own way is tests/host/test_tiny_flux.py's, and that a UNet ignores the rule test_guided_run.py's."""
 import pytest
 import torch
 
@@ -42,10 +47,13 @@ def recorded():
 
 @pytest.fixture(scope="module")
 def fixture_step():
-    """The step unit the fixture was recorded with: the reference's, on every family."""
+    """The step unit and map rule the fixture was recorded with: the reference's step on every
+    family, and the plain joint softmax under the default joint_map's name."""
+    from ai_t2i_pack.ai_t2i_attention import joint_maps
     from ai_t2i_pack.nodes.host import families
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(families, "JOINT_STEP_SCALE", 1.0)
+        mp.setitem(joint_maps.JOINT_MAP_RULES, joint_maps.DEFAULT_JOINT_MAP, joint_maps.JointMapRule("all"))
         yield
 
 

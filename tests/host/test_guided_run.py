@@ -36,3 +36,14 @@ def test_batch_guided_in_one_pass_matches_single(pack, sd15_prompt):
     single = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4, seed=11, batch=1)
     batch = run(patched, guided_sampler(pack), pos, neg, size=16, steps=4, seed=11, batch=2)
     assert torch.allclose(single[0], batch[0], rtol=1e-4, atol=1e-3)
+
+
+def test_joint_map_rule_leaves_a_unet_as_it_is(pack, sd15_prompt):
+    """joint_map is a joint-attention model's setting: on a UNet every rule gives the same
+    sample, bit for bit (its default, the sharpened map, once reshaped UNet maps too)."""
+    patched, _, pos, neg = sd15_prompt
+    samples = [run(patched, guided_sampler(pack, strength=20.0, joint_map=rule), pos, neg, size=16, steps=4)
+               for rule in ("joint softmax", "sharpened joint softmax", "text softmax")]
+    assert torch.equal(samples[0], samples[1]) and torch.equal(samples[0], samples[2])
+    plain = run(patched, comfy.samplers.sampler_object("euler"), pos, neg, size=16, steps=4)
+    assert (samples[0] - plain).abs().max() > 1e-5  # the guidance did act
