@@ -102,7 +102,10 @@ def test_fixture_covers_every_run(recorded):
 def test_run_unchanged(recorded, results, name):
     here, there = environment(), recorded["environment"]
     exact = here == there
-    tolerance = TOLERANCE if here["comfyui"] == there["comfyui"] else HOST_TOLERANCE
+    # Another kernel set rounds more than another host's model code does: where both differ, the
+    # looser holds (0.3.64 on an AVX-512 CPU moved the AVX2 fixture's SDXL latent by 2.8e-3).
+    kernels_differ = any(here[k] != there[k] for k in ("torch", "cpu_capability", "machine"))
+    tolerance = TOLERANCE if kernels_differ else HOST_TOLERANCE
     if not exact:
         print(f"fixture recorded on {there}, running on {here}: compared within {tolerance}")
     want, got = recorded["runs"][name], results[name]
