@@ -60,7 +60,7 @@ choices)
     "$PY benchmarks/shapesbench/grounding.py --model $MODEL --seed 1 --scenes 48 --layers 'joint,joint+single,joint early,joint middle,joint late,joint@text softmax,joint@sharpened joint softmax' --out $DIR/grounding_seed1"
   )
   lanes
-  # every reading against vanilla and against the default (every joint block, joint softmax, strength 1)
+  # every reading against vanilla and against the plain reading (every joint block, joint softmax, strength 1)
   $PY benchmarks/shapesbench/compare.py "$DIR"/vanilla "$DIR"/blocks_* "$DIR"/rules_* "$DIR"/strength_* \
     --baseline vanilla --baseline "ai_t2i layers joint" --out "$DIR/compare.md" >> "$LOG" 2>&1
   ;;

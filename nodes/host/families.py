@@ -37,6 +37,8 @@ class Family(Protocol):
     units:      what its hooked layers are called in messages ("layers" / "blocks")
     attention:  what a layer whose hook did not fire was bypassed in ("cross-attention" / ...)
     step_scale: the step strength 1 takes, as a multiple of the reference's step size
+    joint_attention: its maps are a joint attention's, so the joint_map rule (JointMapRule)
+                applies to them; a UNet's cross-attention maps are read as they are
     """
 
     patch_kind: str
@@ -44,6 +46,7 @@ class Family(Protocol):
     units: str
     attention: str
     step_scale: float
+    joint_attention: bool
 
     def layers(self) -> list[Layer]:
         """Every layer the patch node hooks, in execution order."""
@@ -80,6 +83,7 @@ class UNetFamily:
     units: str = "layers"
     attention: str = "cross-attention"
     step_scale: float = 1.0  # the reference's own step
+    joint_attention: bool = False
 
     def layers(self) -> list[Layer]:
         return cross_attention_layers(self.model.diffusion_model)
@@ -115,6 +119,7 @@ class DiTFamily:
     hook_type: type = JointBlockHook
     units: str = "blocks"
     attention: str = "the joint attention"
+    joint_attention: bool = True
 
     @property
     def step_scale(self) -> float:

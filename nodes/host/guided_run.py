@@ -50,7 +50,7 @@ def prepare_run(settings: GuidanceSettings, guider, sigmas: torch.Tensor, noise:
         raise GuidanceError(str(e)) from None
     record.subjects = subject_names(entry)
     record.layers = describe_layers(layers)
-    if any(l.pool for l in layers) and settings.joint_map != DEFAULT_JOINT_MAP:  # how a DiT's maps were read
+    if guidance_pass.family.joint_attention and settings.joint_map != DEFAULT_JOINT_MAP:  # how a DiT's maps were read
         record.layers += f" as {settings.joint_map}"
     record.pass_work = share(layers) if settings.stop_early else 1.0
     record.map_size = map_size(hw, layers[0].factor)  # the chosen layers share one level
@@ -88,9 +88,9 @@ class GuidedRun:
         self.layers = layers
         self.regions = regions
         self.record = record
-        # joint_map is a joint-attention (DiT) model's setting: a UNet's cross-attention maps are
-        # a softmax over the text already and are read as they are, whatever it says.
-        self.sharpen = settings.joint_map_rule.sharpen and any(l.pool for l in layers)
+        # joint_map is a joint-attention model's setting (the family says): a UNet's maps are
+        # read as they are, whatever it says.
+        self.sharpen = settings.joint_map_rule.sharpen and guidance_pass.family.joint_attention
         # Smoothed subject maps of the latest guidance pass, and of the previous guided step's
         # last pass: the state that A-STAR retention and CONFORM read as maps.previous.
         self.latest_maps: Optional[torch.Tensor] = None
